@@ -1,0 +1,9 @@
+"""Benchmarks, run as `python -m robustbench_lr.bench NAME [options]`.
+
+Each benchmark measures its figures side by side in one process and prints ratios with the shapes and
+the device. Names map to modules of this package with a `main(argv) -> int`.
+"""
+
+BENCHES: dict[str, str] = {
+    "layer": "robustbench_lr.bench.layer",
+}

@@ -1,0 +1,206 @@
+"""LocalRelation2d: the local relation layer of LR-Net.
+
+Paper: Han Hu, Zheng Zhang, Zhenda Xie, Stephen Lin. "Local Relation Networks for Image Recognition",
+ICCV 2019. https://arxiv.org/abs/1904.11491
+
+    w(p', p) = softmax_{p in k x k window of p'} ( Phi(q(p'), k(p)) + geo(p - p') )        (Eq. 2)
+    y(c, p') = sum_p w_{g(c)}(p', p) x(c, p),   then a 1x1 conv C -> C                     (Fig. 2)
+
+Status: Eq. 2 and Fig. 2 are verified (docs/papers.md §1.1-1.2). Choices the brief marks unverified are
+arguments with documented defaults: the appearance term Phi (default squared difference, [R]), the
+geometry MLP's hidden width (default max(4, G // 2), as the public ports) and input scaling (offsets
+divided by r = k // 2, so they lie in [-1, 1]), and the border rule (default "mask", as the authors'
+CUDA op). Keys and queries are 1x1 convs C -> C/m with bias; the value is the input itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..errors import UserError, check_choice, check_odd_kernel
+from . import lr_ops
+from .lr_ops import APPEARANCES, BORDERS, local_relation, local_relation_weights, output_size
+
+GEOMETRIES = ("mlp", "table", None)
+GEOMETRY_INPUTS = ("normalized", "pixels")
+
+
+def implementations() -> tuple[str, ...]:
+    """Names accepted by `impl` ('auto' picks the fastest available on the input's device)."""
+    return ("auto", *lr_ops.IMPLS)
+
+
+class LocalRelation2d(nn.Module):
+    """Local relation layer: k x k aggregation with pairwise appearance and geometry weights.
+
+    Args:
+        channels: C, input and output channels. Must be divisible by `channel_sharing`.
+        kernel_size: k, odd window size (>= 1).
+        channel_sharing: m, channels that share one aggregation (G = C / m groups, m = 8 in the paper).
+        appearance: Phi: 'sqdiff' -(q-k)^2 (default), 'absdiff' -|q-k|, 'dot' q*k, or None (geometry only).
+        geometry: 'mlp' (2-layer MLP with ReLU on relative offsets, the paper's LR(G)), 'table' (k x k x G
+            learned values, LR(G*)) or None.
+        border: 'mask' (out-of-image neighbours get zero weight) or 'zeros' (zero-padded keys/values enter
+            the softmax, like unfold ports).
+        stride: stride of the query grid; the output is ceil(H / s) x ceil(W / s).
+        geometry_hidden: hidden width of the geometry MLP (default max(4, G // 2)).
+        geometry_input: 'normalized' (offsets / r, in [-1, 1]) or 'pixels' (integer offsets).
+        bias: bias of the trailing 1x1 conv (models set False, since a BatchNorm follows).
+        impl: 'auto' | 'shift' | 'reference' | a registered fast kernel. 'reference' materialises the
+            unfolded input and is meant for tests only.
+
+    Shape:
+        input (N, C, H, W) -> output (N, C, ceil(H/s), ceil(W/s)).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        channel_sharing: int = 8,
+        appearance: str | None = "sqdiff",
+        geometry: str | None = "mlp",
+        border: str = "mask",
+        stride: int = 1,
+        *,
+        geometry_hidden: int | None = None,
+        geometry_input: str = "normalized",
+        bias: bool = True,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        check_odd_kernel("kernel_size", kernel_size)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise UserError(f"channels must be a positive integer; got {channels!r}.")
+        if isinstance(channel_sharing, bool) or not isinstance(channel_sharing, int) or channel_sharing < 1:
+            raise UserError(f"channel_sharing must be a positive integer; got {channel_sharing!r}.")
+        if channels % channel_sharing:
+            raise UserError(
+                f"channels={channels} is not divisible by channel_sharing={channel_sharing}; choose "
+                f"channel_sharing among the divisors of {channels} "
+                f"({', '.join(str(d) for d in range(1, channels + 1) if channels % d == 0)})."
+            )
+        check_choice("appearance", appearance, APPEARANCES)
+        check_choice("geometry", geometry, GEOMETRIES)
+        check_choice("border", border, BORDERS)
+        check_choice("geometry_input", geometry_input, GEOMETRY_INPUTS)
+        check_choice("impl", impl, implementations())
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise UserError(f"stride must be a positive integer; got {stride!r}.")
+
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.channel_sharing = channel_sharing
+        self.groups = channels // channel_sharing
+        self.appearance = appearance
+        self.geometry = geometry
+        self.border = border
+        self.stride = stride
+        self.impl = impl
+        g, k = self.groups, kernel_size
+
+        if appearance is not None:
+            self.query = nn.Conv2d(channels, g, 1, stride=stride, bias=True)
+            self.key = nn.Conv2d(channels, g, 1, bias=True)
+        else:
+            self.query = self.key = None
+
+        r = k // 2
+        dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+        offsets = torch.stack([dy, dx], dim=-1).reshape(k * k, 2).float()  # (k*k, 2), row-major (dy, dx)
+        if geometry_input == "normalized" and r > 0:
+            offsets = offsets / r
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.geometry_input = geometry_input
+        if geometry == "mlp":
+            hidden = geometry_hidden if geometry_hidden is not None else max(4, g // 2)
+            self.geometry_mlp = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, g))
+            self.geometry_table = None
+        elif geometry == "table":
+            self.geometry_mlp = None
+            self.geometry_table = nn.Parameter(torch.zeros(g, k * k))
+        else:
+            self.geometry_mlp = self.geometry_table = None
+
+        self.proj = nn.Conv2d(channels, channels, 1, bias=bias)
+        self.reset_parameters_()
+
+    def reset_parameters_(self) -> None:
+        """Initialise keys/queries with PyTorch's default (fan-in) conv init, so the logits start O(1)
+        instead of a peaked softmax, the projection with He init and a learned table at zero. Models call
+        this after their generic He initialisation."""
+        for conv in (self.query, self.key):
+            if conv is not None:
+                conv.reset_parameters()
+        nn.init.kaiming_normal_(self.proj.weight, mode="fan_out", nonlinearity="relu")
+        if self.proj.bias is not None:
+            nn.init.zeros_(self.proj.bias)
+        if self.geometry_mlp is not None:
+            for lin in self.geometry_mlp:
+                if isinstance(lin, nn.Linear):
+                    lin.reset_parameters()
+        if self.geometry_table is not None:
+            nn.init.zeros_(self.geometry_table)
+
+    # ---------------------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, kernel_size={self.kernel_size}, channel_sharing={self.channel_sharing}, "
+                f"appearance={self.appearance!r}, geometry={self.geometry!r}, border={self.border!r}, "
+                f"stride={self.stride}, impl={self.impl!r}")
+
+    def geometry_prior(self) -> Tensor | None:
+        """The learned prior as (G, k*k) logits (offsets row-major from (-r, -r)), or None."""
+        if self.geometry_mlp is not None:
+            return self.geometry_mlp(self.offsets).t()  # (k*k, G) -> (G, k*k)
+        if self.geometry_table is not None:
+            return self.geometry_table
+        return None
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise UserError(f"LocalRelation2d expects a 4-D (N, C, H, W) input; got shape {tuple(x.shape)}.")
+        if x.shape[1] != self.channels:
+            raise UserError(f"LocalRelation2d has channels={self.channels} but the input has {x.shape[1]} "
+                            f"channels (shape {tuple(x.shape)}).")
+
+    def _embed(self, x: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        q = self.query(x) if self.query is not None else None  # (N, G, Ho, Wo)
+        key = self.key(x) if self.key is not None else None  # (N, G, H, W)
+        geo = self.geometry_prior()  # (G, k*k)
+        if geo is not None:
+            geo = geo.to(x.dtype)
+        return q, key, geo
+
+    def aggregate(self, x: Tensor) -> Tensor:
+        """The aggregation of Eq. 2 before the trailing 1x1 conv: (N, C, Ho, Wo)."""
+        self._check_input(x)
+        q, key, geo = self._embed(x)
+        return local_relation(x, q, key, geo, kernel_size=self.kernel_size, stride=self.stride,
+                              appearance=self.appearance, border=self.border, groups=self.groups, impl=self.impl)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.aggregate(x))
+
+    def aggregation_weights(self, x: Tensor) -> Tensor:
+        """Softmax weights (N, G, k*k, Ho, Wo), G = C/m; the k*k axis runs over offsets (dy, dx) row-major
+        from (-r, -r) to (r, r). Each (n, g, :, i, j) is non-negative and sums to 1; with border='mask'
+        out-of-image offsets are exactly 0."""
+        self._check_input(x)
+        q, key, geo = self._embed(x)
+        return local_relation_weights(q, key, geo, size=(x.shape[2], x.shape[3]), kernel_size=self.kernel_size,
+                                      stride=self.stride, appearance=self.appearance, border=self.border,
+                                      groups=self.groups, batch=x.shape[0])
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """Spatial size of the output for an H x W input."""
+        return output_size(h, w, self.stride)
+
+    def macs(self, h: int, w: int) -> int:
+        """Multiply-accumulates of one image's logits and aggregation (1x1 convs are counted separately)."""
+        return lr_ops.macs(self.channels, self.groups if self.appearance else 0, self.kernel_size,
+                           self.output_size(h, w))
+
+
+__all__ = ["LocalRelation2d", "implementations"]

@@ -1,0 +1,185 @@
+"""LocalRelation2d: equivalence of the fast path with the unfold reference, gradients, semantics, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustbench_lr.layers import LocalRelation2d, lr_ops
+
+APPEARANCES = ["sqdiff", "absdiff", "dot", None]
+BORDERS = ["mask", "zeros"]
+FAST_IMPLS = [name for name in lr_ops.IMPLS if name != "reference"]
+
+
+def _inputs(n, c, g, h, w, k, s, appearance, geo_on, dtype=torch.float64):
+    ho, wo = lr_ops.output_size(h, w, s)
+    x = torch.randn(n, c, h, w, dtype=dtype, requires_grad=True)
+    q = torch.randn(n, g, ho, wo, dtype=dtype, requires_grad=True) if appearance else None
+    key = torch.randn(n, g, h, w, dtype=dtype, requires_grad=True) if appearance else None
+    geo = torch.randn(g, k * k, dtype=dtype, requires_grad=True) if geo_on else None
+    return x, q, key, geo
+
+
+CASES = [c for c in itertools.product(APPEARANCES, BORDERS, [1, 3, 5], [1, 2], [True, False])
+         if not (c[0] is None and not c[4])]
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("appearance,border,k,stride,geo_on", CASES)
+def test_fast_matches_reference_fp64(impl, appearance, border, k, stride, geo_on):
+    n, c, g, h, w = 2, 8, 2, 7, 6
+    x, q, key, geo = _inputs(n, c, g, h, w, k, stride, appearance, geo_on)
+    ins = [t for t in (x, q, key, geo) if t is not None]
+    kw = dict(kernel_size=k, stride=stride, appearance=appearance, border=border, groups=g)
+    y_ref = lr_ops.local_relation(x, q, key, geo, impl="reference", **kw)
+    y = lr_ops.local_relation(x, q, key, geo, impl=impl, **kw)
+    gy = torch.randn_like(y_ref)
+    g_ref = torch.autograd.grad(y_ref, ins, gy)
+    g_new = torch.autograd.grad(y, ins, gy)
+    assert (y - y_ref).abs().max().item() < 1e-10
+    for a, b in zip(g_new, g_ref):
+        assert (a - b).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("appearance,border", list(itertools.product(APPEARANCES, BORDERS)))
+def test_gradcheck(impl, appearance, border):
+    n, c, g, h, w, k, s = 1, 4, 2, 5, 4, 3, 1
+    x, q, key, geo = _inputs(n, c, g, h, w, k, s, appearance, True)
+    ins = tuple(t for t in (x, q, key, geo) if t is not None)
+
+    def f(*args):
+        it = iter(args)
+        xx = next(it)
+        qq = next(it) if appearance else None
+        kk = next(it) if appearance else None
+        gg = next(it)
+        return lr_ops.local_relation(xx, qq, kk, gg, kernel_size=k, stride=s, appearance=appearance,
+                                     border=border, groups=g, impl=impl)
+
+    assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-7)
+
+
+def test_input_grad_only_skips_geometry_grad():
+    layer = LocalRelation2d(16, 3, 8).double().requires_grad_(False)
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is None for p in layer.parameters())
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_weights_are_a_distribution(border, stride):
+    layer = LocalRelation2d(16, 5, 8, border=border, stride=stride)
+    w = layer.aggregation_weights(torch.rand(2, 16, 9, 7))
+    ho, wo = layer.output_size(9, 7)
+    assert w.shape == (2, 2, 25, ho, wo)
+    assert (w >= 0).all()
+    assert torch.allclose(w.sum(2), torch.ones(()), atol=1e-6)
+
+
+def test_masked_border_gives_exactly_zero_weight_outside():
+    k, h, w = 5, 6, 7
+    r = k // 2
+    wm = LocalRelation2d(8, k, 8, border="mask").aggregation_weights(torch.rand(1, 8, h, w))[0, 0]  # (k*k, H, W)
+    wz = LocalRelation2d(8, k, 8, border="zeros").aggregation_weights(torch.rand(1, 8, h, w))[0, 0]
+    for o in range(k * k):
+        dy, dx = o // k - r, o % k - r
+        for i in range(h):
+            for j in range(w):
+                outside = not (0 <= i + dy < h and 0 <= j + dx < w)
+                if outside:
+                    assert wm[o, i, j] == 0.0
+                    assert wz[o, i, j] > 0.0  # zero padding lets the padded cells into the softmax
+                else:
+                    assert wm[o, i, j] > 0.0
+
+
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 1), (7, 1), (5, 2)])
+def test_receptive_field_is_exactly_k_by_k(k, stride):
+    layer = LocalRelation2d(16, k, 8, stride=stride).double()
+    h = w = 15
+    x = torch.randn(1, 16, h, w, dtype=torch.float64, requires_grad=True)
+    i, j = 3, 4  # output pixel, away from borders at both strides
+    layer(x)[0, :, i, j].sum().backward()
+    support = x.grad.abs().sum(1)[0] > 0  # (H, W)
+    r = k // 2
+    expected = torch.zeros(h, w, dtype=torch.bool)
+    expected[i * stride - r: i * stride + r + 1, j * stride - r: j * stride + r + 1] = True
+    assert torch.equal(support, expected)
+
+
+@pytest.mark.parametrize("appearance", APPEARANCES)
+def test_translation_equivariance_away_from_borders(appearance):
+    layer = LocalRelation2d(16, 5, 8, appearance=appearance).double()
+    x = torch.randn(1, 16, 16, 16, dtype=torch.float64)
+    dy, dx = 2, 3
+    y = layer(x)
+    y_shift = layer(torch.roll(x, (dy, dx), dims=(2, 3)))
+    r = 2
+    core = (slice(None), slice(None), slice(r + dy, 16 - r), slice(r + dx, 16 - r))
+    shifted = torch.roll(y, (dy, dx), dims=(2, 3))
+    assert torch.allclose(y_shift[core], shifted[core], atol=1e-12)
+
+
+@pytest.mark.parametrize("border,include_pad", [("mask", False), ("zeros", True)])
+def test_no_appearance_no_geometry_is_a_box_filter(border, include_pad):
+    # Known answer: uniform weights over the window = average pooling (mask: over in-image cells only).
+    x = torch.randn(2, 8, 7, 9, dtype=torch.float64)
+    for impl in lr_ops.IMPLS:
+        y = lr_ops.local_relation(x, None, None, torch.zeros(2, 9, dtype=torch.float64), kernel_size=3, stride=1,
+                                  appearance=None, border=border, groups=2, impl=impl)
+        ref = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=include_pad)
+        assert torch.allclose(y, ref, atol=1e-12), impl
+
+
+def test_geometry_table_only_is_a_shared_depthwise_conv_inside():
+    # Known answer: weights softmax(table) at every interior pixel, i.e. a depthwise conv with that kernel.
+    k, g, m = 3, 2, 4
+    table = torch.randn(g, k * k, dtype=torch.float64)
+    x = torch.randn(1, g * m, 8, 8, dtype=torch.float64)
+    y = lr_ops.local_relation(x, None, None, table, kernel_size=k, appearance=None, border="mask", groups=g)
+    kernel = torch.softmax(table, 1).view(g, 1, k, k).repeat_interleave(m, 0)
+    ref = F.conv2d(x, kernel, padding=1, groups=g * m)
+    assert torch.allclose(y[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], atol=1e-12)
+
+
+def test_geometry_prior_shapes():
+    assert LocalRelation2d(32, 7, 8, geometry="mlp").geometry_prior().shape == (4, 49)
+    assert LocalRelation2d(32, 7, 8, geometry="table").geometry_prior().shape == (4, 49)
+    assert LocalRelation2d(32, 7, 8, geometry=None).geometry_prior() is None
+
+
+def test_stride_output_size():
+    layer = LocalRelation2d(8, 3, 8, stride=2)
+    assert layer(torch.rand(2, 8, 9, 10)).shape == (2, 8, 5, 5)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(kernel_size=4), "kernel_size"),
+    (dict(kernel_size=0), "kernel_size"),
+    (dict(kernel_size=-3), "kernel_size"),
+    (dict(channels=12), "channel_sharing"),
+    (dict(appearance="cosine"), "appearance"),
+    (dict(geometry="spline"), "geometry"),
+    (dict(border="reflect"), "border"),
+    (dict(impl="cuda-magic"), "impl"),
+])
+def test_bad_arguments_raise_clear_value_error(kwargs, needle):
+    args = dict(channels=16, kernel_size=3, channel_sharing=8)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=needle) as exc:
+        LocalRelation2d(**args)
+    msg = str(exc.value)
+    if needle in ("appearance", "geometry", "border"):
+        assert "allowed values" in msg
+
+
+def test_wrong_input_channels_raise():
+    with pytest.raises(ValueError, match="channels=16 but the input has 3"):
+        LocalRelation2d(16, 3, 8)(torch.rand(1, 3, 8, 8))
