@@ -14,7 +14,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `--help` lists them.
-COMMANDS: tuple[str, ...] = ("models",)
+COMMANDS: tuple[str, ...] = ("models", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,3 +6,5 @@ from .normalize import InputNormalize
 
 __all__ = ["LocalRelation2d", "InputNormalize", "SPATIAL_OPS", "create_spatial", "implementations",
            "register_spatial"]
+
+from . import lr_cpu  # noqa: E402,F401  (registers the fused CPU kernel as impl="cpu")

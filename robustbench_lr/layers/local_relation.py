@@ -27,7 +27,7 @@ GEOMETRIES = ("mlp", "table", None)
 GEOMETRY_INPUTS = ("normalized", "pixels")
 
 
-def implementations() -> tuple[str, ...]:
+def implementations() -> tuple[str, ...]:  # noqa: D401
     """Names accepted by `impl` ('auto' picks the fastest available on the input's device)."""
     return ("auto", *lr_ops.IMPLS)
 
@@ -197,10 +197,11 @@ class LocalRelation2d(nn.Module):
         """Spatial size of the output for an H x W input."""
         return output_size(h, w, self.stride)
 
-    def macs(self, h: int, w: int) -> int:
-        """Multiply-accumulates of one image's logits and aggregation (1x1 convs are counted separately)."""
+    def extra_macs(self, input_shape: tuple[int, ...]) -> int:
+        """Multiply-accumulates of one image's logits and aggregation for a (C, H, W) input; the key, query
+        and output 1x1 convs are counted as convolutions (see models.profile)."""
         return lr_ops.macs(self.channels, self.groups if self.appearance else 0, self.kernel_size,
-                           self.output_size(h, w))
+                           self.output_size(input_shape[-2], input_shape[-1]))
 
 
 __all__ = ["LocalRelation2d", "implementations"]

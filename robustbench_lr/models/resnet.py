@@ -40,6 +40,7 @@ class ResNetSpec:
         kernel_size: k of every spatial operator of the stages.
         stem_kernel_size: k of the stem's spatial operator; None means 7 for 'imagenet' stems and
             `kernel_size` for 'small' stems (so a kernel-size sweep changes every operator of a small net).
+        stem_stride: stride of the stem's spatial operator; None means 2 for 'imagenet' stems, 1 for 'small'.
     """
 
     layers: tuple[int, ...]
@@ -51,6 +52,7 @@ class ResNetSpec:
     spatial: str = "conv"
     kernel_size: int = 3
     stem_kernel_size: int | None = None
+    stem_stride: int | None = None
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 1, stride: int = 1) -> list[nn.Module]:
@@ -135,7 +137,7 @@ class ResNet(nn.Module):
         stem_k = spec.stem_kernel_size or (7 if spec.stem == "imagenet" else spec.kernel_size)
         check_odd_kernel("stem_kernel_size", stem_k)
         sw = spec.stem_width
-        stride0 = 2 if spec.stem == "imagenet" else 1
+        stride0 = spec.stem_stride or (2 if spec.stem == "imagenet" else 1)
         if spec.stem not in ("imagenet", "small"):
             raise UserError(f"stem must be 'imagenet' or 'small'; got {spec.stem!r}.")
         if spec.spatial == "conv":
@@ -146,7 +148,6 @@ class ResNet(nn.Module):
         if spec.stem == "imagenet":
             stem.append(nn.MaxPool2d(3, stride=2, padding=1))
         self.stem = nn.Sequential(*stem)
-        reduction = 4 if spec.stem == "imagenet" else 1
 
         stages: list[nn.Module] = []
         cin = sw
@@ -155,7 +156,6 @@ class ResNet(nn.Module):
             blocks: list[nn.Module] = []
             for b in range(n_blocks):
                 st = stride if b == 0 else 1
-                reduction *= st
                 extra = attach(s, b, cout, width) if attach is not None else None
                 blocks.append(Bottleneck(cin, width, cout, st, spec.spatial, spec.kernel_size, spatial_kwargs, extra))
                 cin = cout
