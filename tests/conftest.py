@@ -23,3 +23,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two small checkpoints on mnist5k (a conv and an LR net), trained once per session in a few seconds."""
+    from robustbench_lr.train import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for label, model in (("conv", "resnet_tiny"), ("lr", "lrnet_tiny")):
+        cfg = TrainConfig(model=model, epochs=2, batch_size=64, train_limit=768, model_kwargs={"width": 0.25},
+                          device="cpu")
+        fit(cfg, root / label, progress=False)
+        out[label] = str(root / label)
+    return out

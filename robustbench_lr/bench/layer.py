@@ -9,12 +9,21 @@ inputs x, q, key and the geometry table), a depthwise k x k conv and a dense 3x3
     input_grad  fwd+bwd, gradients for the activations only (weights frozen, as in attacks);
     forward     forward under no_grad.
 It prints median times with p10-p90, ratios taken within the run, and the peak memory of one call.
+
+On CUDA it also measures the device copy bandwidth in the same run (a 1 GiB `copy_`, bytes read plus
+written per second; docs/performance.md §8.5) and adds, for the forward rows, the achieved bandwidth
+`fwd_GBps` = ideal bytes / median time and `fwd_bw_frac` = that / copy bandwidth. Ideal bytes read and
+write every tensor once: LR (C + G)(H W + Ho Wo) N elem_size, i.e. (2C + 2G) H W N elem_size at stride 1
+(x and key read, q read, y written); the convs 2 C H W N elem_size plus their weights. Times include the
+launch overhead (synchronise around each call), so small shapes understate the kernels' bandwidth; use
+e.g. `--shape 256,64,32,32 --impls triton,shift,reference` for the roofline comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 from collections.abc import Callable
 
 import pandas as pd
@@ -68,12 +77,47 @@ def _make_fns(k: int, n: int, c: int, h: int, w: int, m: int, mode: str, impls: 
     return fns
 
 
+def copy_bandwidth(device: torch.device, nbytes: int = 2**30, reps: int = 10) -> float:
+    """Device copy bandwidth in GB/s: 2 * nbytes (read + write) over the median time of `dst.copy_(src)`."""
+    device = torch.device(device)
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / statistics.median(times) / 1e9
+
+
+def ideal_forward_bytes(method: str, k: int, n: int, c: int, h: int, w: int, m: int, elem: int,
+                        stride: int = 1) -> float:
+    """Bytes a forward must move at least: each input read once, the output written once."""
+    if method.startswith("lr["):
+        g = c // m
+        ho, wo = lr_ops.output_size(h, w, stride)
+        return float((c + g) * (h * w + ho * wo) * n * elem)  # x, key read; q read, y written
+    weights = c * k * k if method.startswith("dwconv") else c * c * 9
+    return float((2 * c * h * w * n + weights) * elem)
+
+
 def bench_layer(kernel_sizes: tuple[int, ...] = (7, 3, 5, 9), n: int = 8, c: int = 64, h: int = 32, w: int = 32,
                 m: int = 8, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                 impls: tuple[str, ...] = ("auto", "reference"), modes: tuple[str, ...] = MODES, rounds: int = 5,
                 calls: int = 3) -> pd.DataFrame:
-    """Rows (k, mode, method, median_ms, p10_ms, p90_ms, peak_mb, x_dwconv, x_conv3x3, x_reference)."""
+    """Rows (k, mode, method, median_ms, p10_ms, p90_ms, peak_mb, x_dwconv, x_conv3x3, ref_speedup, mem_vs_ref),
+    on CUDA also fwd_GBps and fwd_bw_frac (NaN outside the forward mode) and df.attrs["copy_GBps"]."""
     device = torch.device(device)
+    copy_gbps = copy_bandwidth(device) if device.type == "cuda" else None
+    elem = torch.empty((), dtype=dtype).element_size()
     rows = []
     for k in kernel_sizes:
         for mode in modes:
@@ -90,8 +134,15 @@ def bench_layer(kernel_sizes: tuple[int, ...] = (7, 3, 5, 9), n: int = 8, c: int
                     "ref_speedup": (times[ref].median / t.median) if ref else float("nan"),
                     "mem_vs_ref": (peaks[name] / peaks[ref]) if ref and peaks[ref] else float("nan"),
                 })
+                if copy_gbps is not None:  # CUDA only: the CPU table keeps its columns
+                    gbps = (ideal_forward_bytes(name, k, n, c, h, w, m, elem) / t.median / 1e9 if mode == "forward"
+                            else float("nan"))
+                    rows[-1].update({"fwd_GBps": gbps, "fwd_bw_frac": gbps / copy_gbps})
             log.info("k=%d %s done", k, mode)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if copy_gbps is not None:
+        df.attrs["copy_GBps"] = copy_gbps
+    return df
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     print("# local relation layer benchmark: " + ", ".join(f"{k}={v}" for k, v in env.items()))
     print(f"# shape N,C,H,W={n},{c},{h},{w}  m={args.channel_sharing}  dtype={args.dtype}  "
           f"rounds={args.rounds} x calls={args.calls} (interleaved); appearance=sqdiff, border=mask")
+    if "copy_GBps" in df.attrs:
+        print(f"# measured copy bandwidth {df.attrs['copy_GBps']:.0f} GB/s (1 GiB copy_, read + write); "
+              "fwd_bw_frac = ideal forward bytes / median time / copy bandwidth")
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.csv:

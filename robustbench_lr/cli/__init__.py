@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 
 from ..errors import UserError
 
 # Command modules, in the order `--help` lists them.
-COMMANDS: tuple[str, ...] = ("models", "train")
+COMMANDS: tuple[str, ...] = ("models", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "robustbench-lr " + " ".join(shlex.quote(a) for a in argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from typing import Any
 
 from ..errors import UserError
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                       grad_clip=args.grad_clip, train_limit=args.train_limit, augment=not args.no_augment, seed=args.seed, kernel_size=args.kernel_size,
                       model_kwargs=model_kwargs_from(args), data_root=args.data_root, download=args.download,
                       split_seed=args.split_seed, amp=args.amp, device=args.device, num_workers=args.num_workers)
-    command = "robustbench-lr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = args.command_line
     meta = fit(cfg, args.out, resume=args.resume, progress=not args.quiet, command=command)
     if meta:
         m = meta["metrics"]
@@ -74,11 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 into --data-root")
     p.add_argument("--split-seed", type=int, default=0, help="seed of mnist5k's stratified split (default 0)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
-    p.add_argument("--optimizer", default="sgd", help="sgd | adamw")
-    p.add_argument("--weight-decay", type=float, default=None, help="default: 5e-4 SGD, 0.05 AdamW")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-3 AdamW, 0.1 SGD)")
+    p.add_argument("--optimizer", default="adamw", help="adamw | sgd")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: 0.05 AdamW, 5e-4 SGD")
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")

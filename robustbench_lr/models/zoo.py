@@ -7,8 +7,8 @@
 | lrnet50         | 3x224x224 | 3,4,6,3         | 104/200/400/800 (m=8)       | 7         |
 | resnet26_cifar  | 3x32x32   | 2,2,2,2, small stem, `width` multiplier | 64..512 | 3         |
 | lrnet26_cifar   | 3x32x32   | as lrnet26, small stem, `width` multiplier  |        | 7         |
-| resnet_tiny     | 1x28x28   | 1,1,1, small stem | 16/32/64                  | 3         |
-| lrnet_tiny      | 1x28x28   | 1,1,1, small stem | 16/32/64                  | 7         |
+| resnet_tiny     | 1x28x28   | 1,2,2, stride-2 stem | 32/64/128 (outputs 64/128/256) | 3      |
+| lrnet_tiny      | 1x28x28   | 1,2,2, stride-2 stem | 32/64/128 (outputs 64/128/256) | 7      |
 
 Status: ImageNet layouts per docs/papers.md §1.3-1.4 (parameter totals checked by tests against the
 verified 16.0M / 14.7M / 23.3M); LR widths are rounded up to a multiple of `channel_sharing`
@@ -32,8 +32,10 @@ RESNET26 = ResNetSpec(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), out_chann
                       strides=(1, 2, 2, 2), stem="imagenet", stem_width=64, spatial="conv", kernel_size=3)
 LRNET26 = replace(RESNET26, widths=(100, 200, 400, 800), spatial="lr", kernel_size=7)
 LRNET50 = replace(LRNET26, layers=(3, 4, 6, 3))
-TINY = ResNetSpec(layers=(1, 1, 1), widths=(16, 32, 64), out_channels=(64, 128, 256), strides=(1, 2, 2),
-                  stem="small", stem_width=16, spatial="conv", kernel_size=3)
+# Tiny: a stride-2 stem (28 -> 14 px), then stages at 14, 7 and 4 px; expansion 2 keeps the 1x1 convs cheap,
+# and widths >= 32 leave >= 4 aggregation groups per LR layer at m = 8.
+TINY = ResNetSpec(layers=(1, 2, 2), widths=(32, 64, 128), out_channels=(64, 128, 256), strides=(1, 2, 2),
+                  stem="small", stem_width=32, stem_stride=2, spatial="conv", kernel_size=3)
 
 
 def default_stats(in_chans: int, stem: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
