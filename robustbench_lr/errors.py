@@ -33,3 +33,17 @@ def check_odd_kernel(name: str, k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
         raise UserError(f"{name} must be an odd integer >= 1 (e.g. 3, 5, 7, 9); got {k!r}.")
     return k
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Validate an integer >= 1 (bools rejected) and return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} must be a positive integer; got {value!r}.")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Validate a bool and return it."""
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be True or False; got {value!r}.")
+    return value

@@ -36,7 +36,8 @@ from .attacks.threat import validate_eps
 from .checkpoint import load_model, read_meta
 from .data import load_dataset
 from .errors import UserError
-from .stats import clopper_pearson, paired_comparisons
+from .results import finalize, model_columns
+from .stats import paired_comparisons
 from .utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def run_evaluation(cfg: EvalConfig, store: Store | None = None, progress: bool =
     correct_vectors: dict[tuple[str, str, float], dict[str, np.ndarray]] = {}
     for label, path, meta in zip(labels, cfg.checkpoints, metas):
         model = prepare_for_attack(load_model(path, device=device))
-        base = _model_columns(label, path, meta, dname, cfg.n)
+        base = {**model_columns(label, path, meta), "dataset": dname, "n_total": int(cfg.n)}
         sweeps: dict[str, SweepState] = {}
         for spec in specs:
             key = f"sweep__{label}__{spec.key}"
@@ -270,15 +271,10 @@ def run_evaluation(cfg: EvalConfig, store: Store | None = None, progress: bool =
             checks.extend(hyg)
         D.barrier(ctx)
 
-    results = pd.DataFrame(rows)
-    ci = [clopper_pearson(int(k), int(n)) for k, n in zip(results["n_correct"], results["n_total"])]
-    results["accuracy"] = results["n_correct"] / results["n_total"]
-    results["ci_low"] = [c[0] for c in ci]
-    results["ci_high"] = [c[1] for c in ci]
-    results["family"] = np.where(results["attack"] == "clean", "clean", results["norm"])
-    results["param_name"] = "eps"
-    results["param_value"] = results["eps"]
-    results = results[_ordered(results.columns)]
+    for r in rows:
+        r.update(family="clean" if r["attack"] == "clean" else r["norm"], perturbation=r["attack"],
+                 param_name="eps", param_value=r["eps"])
+    results = finalize(rows)
     paired = []
     for (attack, _, eps), vecs in correct_vectors.items():
         if len(vecs) < 2:
@@ -299,26 +295,6 @@ def run_evaluation(cfg: EvalConfig, store: Store | None = None, progress: bool =
 def _clean_settings() -> dict[str, Any]:
     return {"attack": "clean", "norm": "", "eps": 0.0, "targeted": "", "restarts": 0, "steps": 0,
             "step_size": float("nan"), "random_start": False, "queries": 0, "protocol": ""}
-
-
-def _model_columns(label: str, path: str, meta: dict[str, Any], dataset: str, n: int) -> dict[str, Any]:
-    kw = meta["model"].get("kwargs", {})
-    from .models import model_info
-
-    info = model_info(meta["model"]["name"])
-    return {"model": label, "model_name": meta["model"]["name"], "family_op": info.family,
-            "kernel_size": kw.get("kernel_size", info.kernel_size), "model_kwargs": json.dumps(kw, sort_keys=True),
-            "checkpoint": str(path), "checkpoint_sha256": meta["weights_sha256"], "dataset": dataset, "split": "test",
-            "train_seed": meta.get("training", {}).get("config", {}).get("seed"), "n_total": int(n)}
-
-
-FIRST = ["model", "model_name", "family_op", "kernel_size", "attack", "norm", "eps", "n_total", "n_clean_correct",
-         "n_correct", "accuracy", "ci_low", "ci_high"]
-
-
-def _ordered(cols: Any) -> list[str]:
-    cols = list(cols)
-    return [c for c in FIRST if c in cols] + [c for c in cols if c not in FIRST]
 
 
 def _reduce(state: SweepState, counters: dict[str, float], ctx: D.DistContext) -> dict[str, float]:

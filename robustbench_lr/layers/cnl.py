@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, check_bool, check_positive_int
 
 
 class TapStore:
@@ -83,18 +83,6 @@ class FeatureTap(nn.Module):
         return f"key={self.key!r}"
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be a positive integer; got {value!r}.")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be True or False; got {value!r}.")
-    return value
-
-
 class CrossLayerNonLocal2d(nn.Module):
     """Cross-layer non-local block: the query layer attends to n response layers; the result is added to it.
 
@@ -120,20 +108,20 @@ class CrossLayerNonLocal2d(nn.Module):
                  joint_softmax: bool = False, legacy_reshape: bool = False, use_scale: bool = True,
                  zero_init: bool = True, store: TapStore | None = None, keys: Sequence[str] | None = None) -> None:
         super().__init__()
-        _check_positive_int("query_channels", query_channels)
+        check_positive_int("query_channels", query_channels)
         if isinstance(response_channels, (str, bytes)) or not isinstance(response_channels, Sequence) \
                 or len(response_channels) == 0:
             raise UserError(f"response_channels must be a non-empty list of channel counts; "
                             f"got {response_channels!r}.")
         for c in response_channels:
-            _check_positive_int("response_channels", c)
-        _check_positive_int("reduction", reduction)
+            check_positive_int("response_channels", c)
+        check_positive_int("reduction", reduction)
         if query_channels // reduction < 1:
             raise UserError(f"reduction={reduction} leaves no embedding channels for query_channels="
                             f"{query_channels}; use a reduction <= {query_channels}.")
         for name, v in (("joint_softmax", joint_softmax), ("legacy_reshape", legacy_reshape),
                         ("use_scale", use_scale), ("zero_init", zero_init)):
-            _check_bool(name, v)
+            check_bool(name, v)
         if keys is not None and len(keys) != len(response_channels):
             raise UserError(f"keys must have one entry per response ({len(response_channels)}); got {list(keys)!r}.")
         if (store is None) != (keys is None):

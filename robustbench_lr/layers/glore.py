@@ -25,19 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import UserError
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be a positive integer; got {value!r}.")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be True or False; got {value!r}.")
-    return value
+from ..errors import UserError, check_bool, check_positive_int
 
 
 class GraphConv1d(nn.Module):
@@ -79,10 +67,10 @@ class GloRe2d(nn.Module):
     def __init__(self, channels: int, mid: int, *, normalize: bool = False, zero_init: bool = True,
                  bn_eps: float = 1e-4) -> None:
         super().__init__()
-        _check_positive_int("channels", channels)
-        _check_positive_int("mid", mid)
-        _check_bool("normalize", normalize)
-        _check_bool("zero_init", zero_init)
+        check_positive_int("channels", channels)
+        check_positive_int("mid", mid)
+        check_bool("normalize", normalize)
+        check_bool("zero_init", zero_init)
         if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or bn_eps <= 0:
             raise UserError(f"bn_eps must be a positive number; got {bn_eps!r}.")
         self.channels = channels

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import UserError, check_choice, check_odd_kernel
+from ..errors import UserError, check_choice, check_odd_kernel, check_positive_int
 from . import lr_ops
 from .lr_ops import APPEARANCES, BORDERS, local_relation, local_relation_weights, output_size
 
@@ -74,10 +74,8 @@ class LocalRelation2d(nn.Module):
     ) -> None:
         super().__init__()
         check_odd_kernel("kernel_size", kernel_size)
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise UserError(f"channels must be a positive integer; got {channels!r}.")
-        if isinstance(channel_sharing, bool) or not isinstance(channel_sharing, int) or channel_sharing < 1:
-            raise UserError(f"channel_sharing must be a positive integer; got {channel_sharing!r}.")
+        check_positive_int("channels", channels)
+        check_positive_int("channel_sharing", channel_sharing)
         if channels % channel_sharing:
             raise UserError(
                 f"channels={channels} is not divisible by channel_sharing={channel_sharing}; choose "
@@ -89,8 +87,7 @@ class LocalRelation2d(nn.Module):
         check_choice("border", border, BORDERS)
         check_choice("geometry_input", geometry_input, GEOMETRY_INPUTS)
         check_choice("impl", impl, implementations())
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-            raise UserError(f"stride must be a positive integer; got {stride!r}.")
+        check_positive_int("stride", stride)
 
         self.channels = channels
         self.kernel_size = kernel_size

@@ -48,15 +48,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import UserError, check_choice, check_odd_kernel
+from ..errors import UserError, check_bool, check_choice, check_odd_kernel
 
 SCORE_SHAPES = ("channel", "spatial")
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be True or False; got {value!r}.")
-    return value
 
 
 class MSSAR2d(nn.Module):
@@ -93,8 +87,8 @@ class MSSAR2d(nn.Module):
             raise UserError(f"reduction must be a positive integer or None; got {reduction!r}.")
         check_odd_kernel("kernel_size", kernel_size)
         check_choice("score", score, SCORE_SHAPES)
-        _check_bool("dilated", dilated)
-        _check_bool("zero_init", zero_init)
+        check_bool("dilated", dilated)
+        check_bool("zero_init", zero_init)
 
         self.channels = channels
         self.scales = tuple(int(s) for s in scales)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..errors import UserError, check_choice
+from ..errors import UserError, check_bool, check_choice
 from ..layers.cnl import CrossLayerNonLocal2d, FeatureTap, TapStore
 from ..layers.glore import GloRe2d
 from ..layers.mssar import MSSAR2d
@@ -119,17 +119,11 @@ def _probe(prefix: str, make: Callable[[], nn.Module]) -> None:
         raise UserError(f"{prefix}{exc}") from None
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be True or False; got {value!r}.")
-    return value
-
-
 def build_glore(spec: ResNetSpec, *, glore_placement: str = "res3+res4", glore_normalize: bool = False,
                 zero_init_context: bool | None = None, zero_init_residual: bool = True, **kwargs: Any) -> ResNet:
     """`build_resnet(spec, ...)` with GloRe units after the blocks of `glore_positions`."""
     positions = set(glore_positions(spec.layers, glore_placement))
-    _check_bool("glore_normalize", glore_normalize)
+    check_bool("glore_normalize", glore_normalize)
     zi = _zero_init(zero_init_residual, zero_init_context)
 
     def after_block(stage: int, block: int, out_channels: int, width: int) -> nn.Module | None:

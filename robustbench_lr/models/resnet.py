@@ -14,7 +14,7 @@ width divides by channel_sharing m = 8. The stride of a downsampling block sits 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
