@@ -143,6 +143,54 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+@dataclass
+class EvalSet:
+    """The checkpoints and the examples they are evaluated on (the same for every model)."""
+
+    metas: list[dict[str, Any]]
+    labels: list[str]
+    dataset: str
+    split_seed: int | None
+    input_size: list[int]
+    num_classes: int
+    indices: np.ndarray  # positions in the test split
+    x: torch.Tensor  # (n, C, H, W) in [0, 1]
+    y: torch.Tensor  # (n,)
+
+
+def load_eval_set(checkpoints: list[str], dataset: str | None, data_root: str | None, n: int) -> EvalSet:
+    """Read the checkpoints' descriptions, check they share a dataset and split, and load the first n examples of a
+    fixed permutation of its test split. Raises UserError for a mismatch or an n larger than the split."""
+    if not checkpoints:
+        raise UserError("give at least one --checkpoint.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"--n must be a positive integer; got {n!r}.")
+    metas = [read_meta(p) for p in checkpoints]
+    datasets = {m["dataset"]["name"] for m in metas}
+    if dataset is not None:
+        wrong = [(p, m["dataset"]["name"]) for p, m in zip(checkpoints, metas) if m["dataset"]["name"] != dataset]
+        if wrong:
+            raise UserError(f"checkpoint {wrong[0][0]} was trained on {wrong[0][1]!r}, not on --dataset {dataset!r}.")
+    elif len(datasets) > 1:
+        raise UserError(f"the checkpoints were trained on different datasets ({', '.join(sorted(datasets))}); "
+                        f"evaluate them separately.")
+    dname = dataset or datasets.pop()
+    split_seeds = {m["dataset"].get("split_seed") for m in metas}
+    if len(split_seeds) > 1:
+        raise UserError("the checkpoints use different split seeds of the dataset; their test examples differ.")
+    split_seed = split_seeds.pop()
+    size = list(metas[0]["dataset"]["input_size"])
+    test = load_dataset(dname, "test", data_root, False, image_size=int(size[-1]),
+                        split_seed=split_seed if split_seed is not None else 0)
+    if n > len(test):
+        raise UserError(f"--n {n} is larger than the {len(test)} examples of the {dname} test split.")
+    idx = eval_indices(len(test), n)
+    x = torch.stack([test[int(i)][0] for i in idx])  # (n, C, H, W) in [0, 1]
+    y = torch.as_tensor([int(test.labels[int(i)]) for i in idx], dtype=torch.long)
+    return EvalSet(metas, model_labels(checkpoints), dname, split_seed, size, int(metas[0]["dataset"]["num_classes"]),
+                   idx, x, y)
+
+
 def run_evaluation(cfg: EvalConfig, store: Store | None = None, progress: bool = False,
                    on_adv: Callable[[str, str, float, np.ndarray, torch.Tensor], None] | None = None,
                    ctx: D.DistContext | None = None, after_cell: Callable[[], None] | None = None) -> Evaluation:
@@ -160,38 +208,13 @@ def run_evaluation(cfg: EvalConfig, store: Store | None = None, progress: bool =
     ctx = ctx or D.DistContext(0, 1, 0, resolve_device(cfg.device))
     device = ctx.device
     specs = cfg.specs()
-    if not cfg.checkpoints:
-        raise UserError("give at least one --checkpoint.")
-    if isinstance(cfg.n, bool) or not isinstance(cfg.n, int) or cfg.n < 1:
-        raise UserError(f"--n must be a positive integer; got {cfg.n!r}.")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1; got {cfg.batch_size!r}.")
 
-    metas = [read_meta(p) for p in cfg.checkpoints]
-    datasets = {m["dataset"]["name"] for m in metas}
-    if cfg.dataset is not None:
-        wrong = [(p, m["dataset"]["name"]) for p, m in zip(cfg.checkpoints, metas) if m["dataset"]["name"] != cfg.dataset]
-        if wrong:
-            raise UserError(f"checkpoint {wrong[0][0]} was trained on {wrong[0][1]!r}, not on --dataset {cfg.dataset!r}.")
-    elif len(datasets) > 1:
-        raise UserError(f"the checkpoints were trained on different datasets ({', '.join(sorted(datasets))}); "
-                        f"evaluate them separately.")
-    dname = cfg.dataset or datasets.pop()
-    split_seeds = {m["dataset"].get("split_seed") for m in metas}
-    if len(split_seeds) > 1:
-        raise UserError("the checkpoints use different split seeds of the dataset; their test examples differ.")
-    split_seed = split_seeds.pop()
-    size = metas[0]["dataset"]["input_size"]
-    test = load_dataset(dname, "test", cfg.data_root, False, image_size=int(size[-1]),
-                        split_seed=split_seed if split_seed is not None else 0)
-    if cfg.n > len(test):
-        raise UserError(f"--n {cfg.n} is larger than the {len(test)} examples of the {dname} test split.")
-    eps_list = validate_eps(cfg.eps, specs[0].norm, tuple(size))
-    idx = eval_indices(len(test), cfg.n)
-    x = torch.stack([test[int(i)][0] for i in idx])  # (n, C, H, W) in [0, 1]
-    y = torch.as_tensor([int(test.labels[int(i)]) for i in idx], dtype=torch.long)
-    num_classes = int(metas[0]["dataset"]["num_classes"])
-    labels = model_labels(cfg.checkpoints)
+    es = load_eval_set(cfg.checkpoints, cfg.dataset, cfg.data_root, cfg.n)
+    metas, dname, split_seed, x, y, idx, num_classes, labels = (es.metas, es.dataset, es.split_seed, es.x, es.y,
+                                                                  es.indices, es.num_classes, es.labels)
+    eps_list = validate_eps(cfg.eps, specs[0].norm, tuple(es.input_size))
     shard = np.arange(ctx.rank, cfg.n, ctx.world_size) if ctx.distributed else None
 
     rows: list[dict[str, Any]] = []

@@ -61,14 +61,16 @@ def t_interval(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[f
 
 
 def finalize(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """Rows -> the tidy table: accuracy, a Clopper-Pearson interval where a row has none, ordered columns."""
+    """Rows -> the tidy table: accuracy, a Clopper-Pearson interval where a counted row has none, ordered columns.
+    Rows without counts (attention drift) keep NaN accuracy."""
     df = pd.DataFrame(rows).copy()
     if df.empty:
         return df
-    df["accuracy"] = df["n_correct"] / df["n_total"]
+    counted = df["n_total"].notna() if "n_total" in df.columns else pd.Series(False, index=df.index)
+    df["accuracy"] = (df["n_correct"] / df["n_total"]).where(counted) if counted.any() else np.nan
     if "ci_low" not in df.columns:
         df["ci_low"], df["ci_high"], df["ci_method"] = np.nan, np.nan, ""
-    missing = df["ci_low"].isna()
+    missing = df["ci_low"].isna() & counted  # rows without counts (e.g. attention drift) get no interval
     for i in df.index[missing]:
         lo, hi = clopper_pearson(int(df.at[i, "n_correct"]), int(df.at[i, "n_total"]))
         df.at[i, "ci_low"], df.at[i, "ci_high"], df.at[i, "ci_method"] = lo, hi, "clopper-pearson"

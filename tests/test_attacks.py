@@ -90,8 +90,11 @@ def test_threat_model_violations_are_errors_not_clipped():
 def test_gradient_evaluations_are_counted_per_example(models, data):
     x, y = data
     counting = CountingModel(models["conv"])
+    build_attack(AttackSpec("pgd", steps=5, early_stop=False), counting, 0.1, 10, 0)(x[:4], y[:4], None)
+    assert counting.grad_evals == 20  # torchattacks' PGD: every step for every example
+    counting.reset()
     build_attack(AttackSpec("pgd", steps=5), counting, 0.1, 10, 0)(x[:4], y[:4], None)
-    assert counting.grad_evals == 20
+    assert 4 <= counting.grad_evals <= 20  # early stop: at least one pass per example, at most all steps
     counting.reset()
     build_attack(AttackSpec("fgsm"), counting, 0.1, 10, 0)(x[:4], y[:4], None)
     assert counting.grad_evals == 4
@@ -110,7 +113,7 @@ def test_sweep_attacks_only_still_robust_examples(models, data):
         assert cur["n_correct"] <= prev["n_correct"]
         if cur["eps"] > 0 and prev["eps"] > 0:
             assert cur["n_attacked"] == prev["n_correct"]
-        assert cur["grad_evals"] == 5 * cur["n_attacked"]
+        assert cur["n_attacked"] <= cur["grad_evals"] <= 5 * cur["n_attacked"]
     # min_eps reproduces every row
     for r in rows:
         assert int((st.min_eps > r["eps"]).sum()) == r["n_correct"]

@@ -3,13 +3,17 @@
 | name               | norms    | what (torchattacks)                                                      |
 |--------------------|----------|--------------------------------------------------------------------------|
 | fgsm               | linf     | FGSM (Goodfellow et al. 2015)                                            |
-| pgd                | linf, l2 | PGD / PGDL2 (Madry et al. 2018), step 2.5*eps/steps, random start        |
+| pgd                | linf, l2 | PGD (Madry et al. 2018), step 2.5*eps/steps, random start, early stop    |
 | pgd-random-target  | linf, l2 | targeted PGD towards a random wrong class (fixed per example by --seed)  |
 | pgd-least-likely   | linf, l2 | targeted PGD towards the clean least-likely class                        |
 | apgd               | linf, l2 | APGD-CE (Croce & Hein 2020)                                              |
 | apgd-t             | linf, l2 | APGD-T, targeted DLR over the top-9 classes                              |
 | square             | linf, l2 | Square attack (black-box, 5000 queries)                                  |
 | autoattack         | linf, l2 | AutoAttack "standard" with the reference settings (below)                |
+
+The three PGD variants run `attacks.pgd.StreamingPGD` (torchattacks' update rule, per-example early stopping,
+fixed-size refilled batches, per-example random starts); with `early_stop=False` they run torchattacks' PGD /
+PGDL2 itself, which returns the last iterate. Everything else is torchattacks.
 
 torchattacks' own `AutoAttack` runs APGD, APGD-T and FAB with 10 steps instead of the reference 100 and uses
 n_classes - 1 target classes (anchors.md §2-3). Here `autoattack` chains torchattacks' APGD-CE (100 steps,
@@ -59,6 +63,7 @@ class AttackSpec:
         step_size: PGD step as a multiple of eps / steps (default 2.5, Madry et al.).
         random_start: PGD starts from a uniform point in the eps-ball.
         queries: Square attack's query budget.
+        early_stop: PGD stops iterating an example once it is fooled (StreamingPGD); False runs torchattacks' PGD.
     """
 
     name: str
@@ -68,6 +73,7 @@ class AttackSpec:
     step_size: float = 2.5
     random_start: bool = True
     queries: int = 5000
+    early_stop: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in ATTACK_NORMS:
@@ -103,11 +109,12 @@ class AttackSpec:
         """The parameters actually used at `eps` (as stored in the results table)."""
         s: dict[str, Any] = {"attack": self.name, "norm": self.norm, "eps": float(eps), "targeted": self.targeted or "",
                              "restarts": self.restarts, "steps": self.steps, "step_size": float("nan"),
-                             "random_start": False, "queries": 0, "protocol": ""}
+                             "random_start": False, "queries": 0, "protocol": "", "early_stop": False}
         if self.name == "fgsm":
             s.update(steps=1, restarts=1, step_size=float(eps))
         elif self.name.startswith("pgd"):
-            s.update(step_size=self.step_size * eps / self.steps, random_start=self.random_start)
+            s.update(step_size=self.step_size * eps / self.steps, random_start=self.random_start,
+                     early_stop=self.early_stop, protocol="StreamingPGD" if self.early_stop else "torchattacks")
         elif self.name == "square":
             s.update(steps=0, queries=self.queries)
         elif self.name == "autoattack":
@@ -124,8 +131,10 @@ def _tanorm(norm: str) -> str:
     return "Linf" if norm == "linf" else "L2"
 
 
-def build_attack(spec: AttackSpec, model: nn.Module, eps: float, num_classes: int, seed: int) -> AttackFn:
-    """The attack `spec` at one eps, as a callable `(x, y, targets) -> x_adv` (targets: random-target PGD).
+def build_attack(spec: AttackSpec, model: nn.Module, eps: float, num_classes: int, seed: int,
+                 batch_size: int = 256) -> AttackFn:
+    """The attack `spec` at one eps, as a callable `(x, y, targets, ids) -> x_adv` (targets: random-target PGD;
+    ids: the examples' stable ids, which seed StreamingPGD's random starts).
 
     `model` must take [0, 1] pixels, be in eval mode and have its parameters frozen.
     """
@@ -133,6 +142,11 @@ def build_attack(spec: AttackSpec, model: nn.Module, eps: float, num_classes: in
 
     nt = min(AA_TARGETS, num_classes - 1)
     n = spec.norm
+    if spec.name.startswith("pgd") and spec.early_stop:
+        from .pgd import stream_for
+
+        return AttackFn(None, spec, model, stream=lambda s: stream_for(
+            model, n, eps, spec.steps, spec.step_size, spec.random_start, s, batch_size), seed=seed)
     if spec.name == "fgsm":
         atk: Any = ta.FGSM(model, eps=eps)
     elif spec.name.startswith("pgd"):
@@ -164,34 +178,51 @@ def build_attack(spec: AttackSpec, model: nn.Module, eps: float, num_classes: in
 
 
 class AttackFn:
-    """A built attack: `fn(x, y, targets=None) -> x_adv`; `.atk` is the torchattacks object it runs."""
+    """A built attack: `fn(x, y, targets=None, ids=None) -> x_adv`; `.atk` is the torchattacks object it runs
+    (None for StreamingPGD, built per restart by `stream(seed)`)."""
 
-    def __init__(self, atk: Any, spec: AttackSpec, model: nn.Module) -> None:
-        self.atk, self.spec, self.model = atk, spec, model
+    def __init__(self, atk: Any, spec: AttackSpec, model: nn.Module, stream: Any = None, seed: int = 0) -> None:
+        self.atk, self.spec, self.model, self.stream, self.seed = atk, spec, model, stream, seed
         self._targets: Tensor | None = None
-        if spec.targeted == "random":
+        # StreamingPGD counts live examples itself (its fixed batches may carry empty slots); None: count outside
+        self.grad_evals: int | None = 0 if stream is not None else None
+        self.forwards: int | None = 0 if stream is not None else None
+        if spec.targeted == "random" and atk is not None:
             atk.set_mode_targeted_by_function(lambda images, labels: self._targets.to(labels.device))
         # PGD restarts are independent runs; a point counts as fooled if any of them fools it
         self.restarts = spec.restarts if spec.name.startswith("pgd") and spec.random_start else 1
 
-    def __call__(self, x: Tensor, y: Tensor, targets: Tensor | None = None) -> Tensor:
-        if self.spec.targeted == "random":
-            if targets is None:
-                raise ValueError("pgd-random-target needs per-example targets")
-            self._targets = targets
+    def _run(self, x: Tensor, y: Tensor, targets: Tensor | None, ids: Tensor, restart: int) -> Tensor:
+        if self.stream is not None:
+            if self.spec.targeted == "least_likely":
+                with torch.no_grad():
+                    targets = self.model(x).argmin(1)
+                self.forwards += len(x)
+            pgd = self.stream(self.seed + 7919 * restart)
+            adv = pgd(x, y, ids, targets if self.spec.targeted else None)
+            self.grad_evals += pgd.grad_evals
+            self.forwards += pgd.forwards
+            return adv
+        self._targets = targets
+        return self.atk(x, y)
+
+    def __call__(self, x: Tensor, y: Tensor, targets: Tensor | None = None, ids: Tensor | None = None) -> Tensor:
+        if self.spec.targeted == "random" and targets is None:
+            raise ValueError("pgd-random-target needs per-example targets")
+        ids = ids if ids is not None else torch.arange(len(x))
         if self.restarts == 1:
-            return self.atk(x, y)
+            return self._run(x, y, targets, ids, 0)
         best = x.clone()
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             idx = todo.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            if targets is not None:
-                self._targets = targets[idx]
-            adv = self.atk(x[idx], y[idx])
+            adv = self._run(x[idx], y[idx], targets[idx] if targets is not None else None, ids[idx.cpu()], restart)
             with torch.no_grad():
                 fooled = self.model(adv).argmax(1) != y[idx]
+            if self.forwards is not None:
+                self.forwards += len(idx)
             best[idx] = adv
             todo[idx[fooled]] = False
         return best

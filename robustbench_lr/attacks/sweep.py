@@ -131,14 +131,15 @@ def run_sweep(
         t0 = time.perf_counter()
         active = mine[np.isinf(state.min_eps[mine])]
         counting.reset()
+        attack = None
         if eps > 0 and len(active):
-            attack = build_attack(spec, counting, eps, num_classes, seed)
+            attack = build_attack(spec, counting, eps, num_classes, seed, batch_size)
             for s in range(0, len(active), batch_size):
                 idx = active[s: s + batch_size]
                 xb, yb = x[idx].to(device), y[idx].to(device)
                 tb = targets[idx].to(device) if targets is not None else None
                 torch.manual_seed(cell_seed(seed, eps, int(idx[0])))
-                x_adv = attack(xb, yb, tb).detach()
+                x_adv = attack(xb, yb, tb, torch.as_tensor(idx)).detach()
                 check_adversarial(xb, x_adv, spec.norm, eps, what=f"{spec.name} ({spec.norm}, eps={eps:g})")
                 with torch.no_grad():
                     pred = model(x_adv).argmax(1)
@@ -155,6 +156,8 @@ def run_sweep(
         if model.training:  # an attack left the model in train mode: every count after it would be wrong
             raise RuntimeError(f"{spec.name} switched the model to train mode")
         forwards, grads = counting.reset()
+        if attack is not None and attack.grad_evals is not None:  # the attack counted its live examples itself
+            forwards, grads = attack.forwards, attack.grad_evals
         local = {"grad_evals": float(grads), "forward_evals": float(forwards), "seconds": time.perf_counter() - t0,
                  "n_attacked": float(len(active))}
         if reduce is not None:

@@ -6,4 +6,7 @@ the device. Names map to modules of this package with a `main(argv) -> int`.
 
 BENCHES: dict[str, str] = {
     "layer": "robustbench_lr.bench.layer",
+    "deform": "robustbench_lr.bench.deform",
+    "sweep": "robustbench_lr.bench.sweep",
+    "attack": "robustbench_lr.bench.attack",
 }

@@ -15,7 +15,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `--help` lists them.
-COMMANDS: tuple[str, ...] = ("models", "train", "evaluate")
+COMMANDS: tuple[str, ...] = ("models", "train", "evaluate", "report", "visualize", "sweep", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,9 +23,10 @@ def parse_model_args(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, kernel_size: bool = True) -> None:
     """Model-shaping options shared by the commands that build models."""
-    p.add_argument("--kernel-size", type=int, default=None, help="k of every spatial operator (odd)")
+    if kernel_size:
+        p.add_argument("--kernel-size", type=int, default=None, help="k of every spatial operator (odd)")
     p.add_argument("--channel-sharing", type=int, default=None, help="LR: channels sharing one aggregation (m)")
     p.add_argument("--appearance", default=None, help="LR: sqdiff | absdiff | dot | none")
     p.add_argument("--geometry", default=None, help="LR: mlp | table | none")

@@ -1,0 +1,263 @@
+"""Deformation runners: random severity sweeps and adversarial spatial sweeps, returning tidy rows (no file I/O).
+
+Rows follow `results.py`: family="deform", perturbation=<deformation or attack name>, param_name=<its one named
+strength>, param_value (float), integer counts; `results.finalize` adds accuracy and Clopper-Pearson intervals
+where a row has none.
+
+`random_sweep` draws are reproducible and model-independent: the randomness of draw d for examples
+[b * BLOCK, (b + 1) * BLOCK) comes from a CPU generator seeded by (seed, deformation, d, b), so it does not
+depend on the model, the device or the batch size, and the same draws are reused at every strength (common
+random numbers: draw d at strength s is the same direction / sign / noise field scaled to s, which makes
+accuracy-vs-strength curves smoother and comparisons between strengths and models paired). Rows whose draws
+would all be identical (a deterministic deformation: scale, rotate with sign='fixed', translate along a fixed
+direction; or the identity strength 0 / factor 1) are evaluated once whatever `draws` says: the row says
+draws=1 and gets a Clopper-Pearson interval instead of a zero-width t-interval.
+
+`adversarial_sweep` follows the eps-sweep engine's semantics (`attacks.sweep`): bounds ascending, clean-
+misclassified examples never attacked, an example fooled at a smaller bound counts as fooled at every larger
+one (its transform lies inside every larger box), only still-robust examples attacked at the next bound, every
+result checked against its bounds (`spatial.check_spatial`) and "fooled" decided by a separate fp32 forward
+of the plain model on the returned images. Bound 0 is the clean model (no attack).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..attacks.sweep import cell_seed, predict
+from ..errors import UserError, check_choice, check_positive_int
+from ..results import t_interval
+from . import spatial as S
+from .transforms import Deformation, check_fill, get_deformation, validate_strengths
+
+log = logging.getLogger(__name__)
+BLOCK = 64
+GRID_EXAMPLES_PER_CALL = 8192
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _check_inputs(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> None:
+    if model.training:
+        raise UserError("the model must be in eval mode (use attacks.sweep.prepare_for_attack).")
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise UserError("x must be a floating-point (N, C, H, W) tensor of [0, 1] pixels.")
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
+        raise UserError(f"y must hold one label per image ({x.shape[0]}); got shape {tuple(getattr(y, 'shape', ()))}.")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise UserError(f"x must be [0, 1] pixels; got values in [{float(x.min()):.3g}, {float(x.max()):.3g}].")
+    check_positive_int("batch_size", batch_size)
+
+
+def _block_seed(seed: int, name: str, draw: int, block: int) -> int:
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode()) * 7919 + draw * 104_729 + block * 31) % (2**63 - 1)
+
+
+class _DrawParams:
+    """Per-example randomness of one draw, generated block by block (independent of the batch size)."""
+
+    def __init__(self, deform: Deformation, strength: float, seed: int, draw: int, hw: tuple[int, int],
+                 opts: dict[str, Any]) -> None:
+        self.d, self.s, self.seed, self.draw, self.hw, self.opts = deform, strength, seed, draw, hw, opts
+        self._cache: dict[int, dict[str, Tensor]] = {}
+
+    def _block(self, b: int) -> dict[str, Tensor]:
+        if b not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k >= b - 1}
+            g = torch.Generator(device="cpu").manual_seed(_block_seed(self.seed, self.d.name, self.draw, b))
+            self._cache[b] = self.d.sample(BLOCK, self.s, g, *self.hw, self.opts)
+        return self._cache[b]
+
+    def __call__(self, lo: int, hi: int) -> dict[str, Tensor]:
+        blocks = [self._block(b) for b in range(lo // BLOCK, (hi - 1) // BLOCK + 1)]
+        if not blocks or not blocks[0]:
+            return {}
+        off = lo - (lo // BLOCK) * BLOCK
+        return {k: torch.cat([bl[k] for bl in blocks])[off: off + hi - lo] for k in blocks[0]}
+
+
+# ---------------------------------------------------------------------------------------------- random sweep
+def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths: list[float], *, draws: int,
+                 seed: int, batch_size: int, device: torch.device | str, fill: str = "zeros",
+                 **opts: Any) -> list[dict[str, Any]]:
+    """Accuracy under a random deformation at each strength, averaged over `draws` independent draws.
+
+    Args:
+        model: classifier on [0, 1] pixels, in eval mode.
+        x, y: examples (N, C, H, W) in [0, 1] and labels (N,), on any device (batches move to `device`).
+        deform: a name of `transforms.DEFORMATIONS` (rotate, translate, scale, elastic).
+        strengths: values of its strength (degrees, pixels, factor, alpha), evaluated in the given order.
+        draws: independent random draws per strength (1 where all draws would be identical, see above).
+        seed: fixes the draws (the same for every model).
+        batch_size: images per forward.
+        device: where the model runs.
+        fill: boundary fill, "zeros" (black canvas), "border" or "reflection".
+        **opts: the deformation's options (rotate: sign; translate: direction; elastic: sigma, truncate).
+
+    Returns one row per strength: n_total = N * draws, n_correct summed over draws, draws, draw_accuracies
+    (JSON list), ci_low / ci_high a t-interval over the per-draw accuracies (ci_method "t-over-draws"; NaN with
+    a single draw, for `finalize` to fill with Clopper-Pearson), seconds, forward_evals, and the settings.
+    Strength 0 (factor 1) goes through the same warp, so it equals the clean accuracy up to interpolation.
+    """
+    d = get_deformation(deform)
+    vals = validate_strengths(d, strengths)
+    opts = d.check_options(opts)
+    check_fill(fill)
+    check_positive_int("draws", draws)
+    _check_inputs(model, x, y, batch_size)
+    device = torch.device(device)
+    n, (h, w) = x.shape[0], x.shape[2:]
+    y_cpu = y.cpu()
+    rows = []
+    for s in vals:
+        n_draws = draws if d.is_random(s, opts) else 1
+        t0 = time.perf_counter()
+        per_draw: list[float] = []
+        correct_total = 0
+        for k in range(n_draws):
+            params = _DrawParams(d, s, seed, k, (h, w), opts)
+            correct = 0
+            for lo in range(0, n, batch_size):
+                hi = min(n, lo + batch_size)
+                xb = x[lo:hi].to(device)
+                with torch.no_grad():
+                    pred = model(d.render(xb, s, params(lo, hi), fill, opts)).argmax(1).cpu()
+                correct += int((pred == y_cpu[lo:hi]).sum())
+            per_draw.append(correct / n if n else math.nan)
+            correct_total += correct
+        if n_draws >= 2:
+            lo_ci, hi_ci = t_interval(per_draw)
+            method = "t-over-draws"
+        else:
+            lo_ci, hi_ci, method = math.nan, math.nan, ""
+        rows.append({
+            "family": "deform", "perturbation": d.name, "param_name": d.param_name, "param_value": float(s),
+            "n_total": int(n * n_draws), "n_correct": int(correct_total), "ci_low": lo_ci, "ci_high": hi_ci,
+            "ci_method": method, "draws": int(n_draws), "draw_accuracies": json.dumps(per_draw),
+            "seed": int(seed), "fill": fill, "seconds": time.perf_counter() - t0,
+            "forward_evals": int(n * n_draws), **{k: v for k, v in opts.items()},
+        })
+        log.debug("%s %s=%g: %d/%d", d.name, d.param_name, s, correct_total, n * n_draws)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- adversarial
+def method_options(method: str) -> dict[str, Any]:
+    """The settings (keyword arguments and defaults) of a spatial attack, strength and seed excluded."""
+    check_choice("method", method, list(S.ATTACKS))
+    sig = inspect.signature(S.ATTACKS[method])
+    return {k: p.default for k, p in sig.parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in (S.STRENGTH[method], "seed")}
+
+
+def _expected_bounds(method: str, bound: float, settings: dict[str, Any]) -> S.SpatialBounds:
+    if S.STRENGTH[method] == "max_flow":
+        return S.flow_bounds(bound)
+    return S.engstrom_bounds(bound, settings["translation_per_degree"], settings["scale_bound"])
+
+
+def _setting_value(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return "x".join(str(a) for a in v)
+    return v
+
+
+def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bounds: list[float], *, seed: int,
+                      batch_size: int, device: torch.device | str,
+                      **opts: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Run a spatial attack at every bound (ascending) with the eps-sweep's early stopping.
+
+    Args:
+        model: classifier on [0, 1] pixels, in eval mode (`prepare_for_attack`).
+        x, y: examples (N, C, H, W) in [0, 1] and labels (N,).
+        method: 'worst-of-k', 'grid', 'flow' or 'affine-pgd'.
+        bounds: values of the method's strength: max_rotation in degrees (translation tied to it by
+            translation_per_degree) or max_flow in pixels.
+        seed: seed of the random draws (per bound and batch, as `attacks.sweep.cell_seed`).
+        batch_size: examples per attack call and forward; for 'grid', (example, transform) pairs per forward
+            (its chunk_size), with up to GRID_EXAMPLES_PER_CALL examples searched together.
+        device: where the model runs.
+        **opts: the method's settings (see `method_options`), e.g. k, shape, steps, tau, scale_bound, fill.
+
+    Returns (rows, min_bound): one row per bound with n_total, n_clean_correct, n_correct, n_attacked,
+    n_fooled_here, fooling_rate (1 - n_correct / n_clean_correct), seconds, forward_evals, grad_evals and the
+    settings; min_bound (N,) float64 is 0 for clean-misclassified examples, the smallest bound that fooled the
+    example, or +inf.
+    """
+    defaults = method_options(method)
+    for k in opts:
+        if k not in defaults:
+            raise UserError(f"unknown option {k!r} for spatial attack {method!r}; "
+                            f"allowed: {', '.join(sorted(defaults))}.")
+    settings = {**defaults, **opts}
+    if method == "grid":
+        settings["chunk_size"] = opts.get("chunk_size", batch_size)
+    check_fill(settings["fill"])
+    param_name = S.STRENGTH[method]
+    check = S.check_max_flow if param_name == "max_flow" else S.check_max_rotation
+    if isinstance(bounds, (int, float)):
+        bounds = [bounds]
+    vals = sorted({check(b) for b in bounds})
+    if not vals:
+        raise UserError(f"give at least one {param_name} bound.")
+    _check_inputs(model, x, y, batch_size)
+    for b in vals:  # validate every setting before spending time on the first bound
+        _expected_bounds(method, b, settings)
+    device = torch.device(device)
+    attack = S.ATTACKS[method]
+    n = x.shape[0]
+    y_cpu = y.cpu()
+    clean = (predict(model, x, batch_size, device) == y_cpu).numpy()
+    min_bound = np.where(clean, np.inf, 0.0)
+    group = max(batch_size, GRID_EXAMPLES_PER_CALL) if method == "grid" else batch_size
+    kwargs = {k: v for k, v in settings.items()}
+    rows = []
+    for b in vals:
+        t0 = time.perf_counter()
+        active = np.flatnonzero(np.isinf(min_bound))
+        fwd = grads = 0
+        expected = _expected_bounds(method, b, settings)
+        attacked = int(len(active)) if b > 0 else 0
+        if b > 0:
+            for s in range(0, len(active), group):
+                idx = active[s: s + group]
+                xb, yb = x[idx].to(device), y_cpu[idx].to(device)
+                res = attack(model, xb, yb, **{param_name: b}, seed=cell_seed(seed, b, int(idx[0])), **kwargs)
+                what = f"{method} ({param_name}={b:g})"
+                if res.bounds != expected:
+                    raise S.SpatialBoundViolation(f"{what} searched {res.bounds}, expected {expected}")
+                S.check_spatial(xb, res.images, res.params, expected, fill=settings["fill"], what=what)
+                fwd += res.forward_evals
+                grads += res.grad_evals
+                with torch.autocast(device.type, enabled=False):
+                    pred = predict(model, res.images.float(), batch_size, device)
+                fooled = (pred != y_cpu[idx]).numpy()
+                min_bound[idx[fooled]] = b
+        if model.training:
+            raise RuntimeError(f"{method} switched the model to train mode")
+        n_cc = int(clean.sum())
+        n_correct = int((min_bound > b).sum())
+        row = {
+            "family": "deform", "perturbation": method, "param_name": param_name, "param_value": float(b),
+            "n_total": int(n), "n_clean_correct": n_cc, "n_correct": n_correct, "n_attacked": attacked,
+            "n_fooled_here": int((min_bound == b).sum()) if b > 0 else 0,
+            "fooling_rate": (1.0 - n_correct / n_cc) if n_cc else math.nan,
+            "seconds": time.perf_counter() - t0, "forward_evals": int(fwd), "grad_evals": int(grads),
+            "seed": int(seed),
+        }
+        if param_name == "max_rotation":
+            row["max_translation"] = float(expected.max_translation)
+        row.update({k: _setting_value(v) for k, v in settings.items()})
+        rows.append(row)
+        log.debug("%s %s=%g: %d/%d correct", method, param_name, b, n_correct, n)
+    return rows, min_bound

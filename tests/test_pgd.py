@@ -1,0 +1,97 @@
+"""StreamingPGD: torchattacks' update rule, early stopping, batching-independent random starts, fixed shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from robustbench_lr.attacks.pgd import StreamingPGD
+from robustbench_lr.attacks.sweep import prepare_for_attack
+from robustbench_lr.attacks.threat import check_adversarial
+from robustbench_lr.checkpoint import load_model
+from robustbench_lr.data import load_dataset
+from robustbench_lr.evaluate import eval_indices
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_checkpoints):
+    te = load_dataset("mnist5k", "test")
+    x, y = te.batch(torch.as_tensor(eval_indices(len(te), 24)))
+    return prepare_for_attack(load_model(tiny_checkpoints["conv"])), x, y
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
+def test_without_early_stop_equals_torchattacks(setup, norm, eps):
+    import torchattacks as ta
+
+    model, x, y = setup
+    steps, alpha = 7, 2.5 * eps / 7
+    ours = StreamingPGD(model, norm, eps, alpha, steps, random_start=False, early_stop=False, batch_size=8)
+    adv = ours(x, y, torch.arange(len(x)))
+    cls = ta.PGD if norm == "linf" else ta.PGDL2
+    ref = cls(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
+    assert torch.allclose(adv, ref, atol=1e-5 if norm == "l2" else 0.0)
+    check_adversarial(x, adv, norm, eps)
+
+
+def test_random_starts_do_not_depend_on_batching(setup):
+    model, x, y = setup
+    a = StreamingPGD(model, "linf", 0.1, 0.05, 5, batch_size=3, seed=4)(x, y, torch.arange(len(x)))
+    b = StreamingPGD(model, "linf", 0.1, 0.05, 5, batch_size=10, seed=4)(x, y, torch.arange(len(x)))
+    c = StreamingPGD(model, "linf", 0.1, 0.05, 5, batch_size=10, seed=5)(x, y, torch.arange(len(x)))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    check_adversarial(x, a, "linf", 0.1)
+
+
+def test_early_stop_only_removes_robust_examples_and_saves_gradients(setup):
+    model, x, y = setup
+    kw = dict(random_start=False, batch_size=8)
+    full = StreamingPGD(model, "linf", 0.08, 0.02, 10, early_stop=False, **kw)
+    early = StreamingPGD(model, "linf", 0.08, 0.02, 10, early_stop=True, **kw)
+    ids = torch.arange(len(x))
+    with torch.no_grad():
+        robust_full = model(full(x, y, ids)).argmax(1) == y
+        robust_early = model(early(x, y, ids)).argmax(1) == y
+    assert not (robust_early & ~robust_full).any()  # the early-stop robust set is a subset
+    assert early.grad_evals < full.grad_evals == 10 * len(x)
+
+
+def test_every_step_runs_the_same_batch_shape(setup):
+    model, x, y = setup
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, z):
+            seen.append(z.shape[0])
+            return self.m(z)
+
+    spy = prepare_for_attack(Spy(model))
+    StreamingPGD(spy, "linf", 0.1, 0.03, 6, batch_size=5, fixed_shape=True)(x, y, torch.arange(len(x)))
+    assert set(seen) == {5}  # refilled slots: one shape for every step (what a compiled graph needs)
+    seen.clear()
+    StreamingPGD(spy, "linf", 0.1, 0.03, 6, batch_size=5)(x, y, torch.arange(len(x)))
+    first_small = next((i for i, b in enumerate(seen) if b < 5), len(seen))
+    assert first_small > 0 and all(b == 5 for b in seen[:first_small])  # full batches while the queue lasts
+    assert all(a >= b for a, b in zip(seen[first_small:], seen[first_small + 1:]))  # then only the live tail
+
+
+def test_targeted_matches_torchattacks_and_early_stop_keeps_every_hit(setup):
+    import torchattacks as ta
+
+    model, x, y = setup
+    t = (y + 1) % 10
+    ids = torch.arange(len(x))
+    full = StreamingPGD(model, "linf", 0.3, 0.0375, 20, random_start=False, early_stop=False, batch_size=8)(
+        x, y, ids, targets=t)
+    ref = ta.PGD(model, eps=0.3, alpha=0.0375, steps=20, random_start=False)
+    ref.set_mode_targeted_by_function(lambda images, labels: t)
+    assert torch.equal(full, ref(x, y))
+    early = StreamingPGD(model, "linf", 0.3, 0.0375, 20, random_start=False, batch_size=8)(x, y, ids, targets=t)
+    with torch.no_grad():
+        hit_full, hit_early = model(full).argmax(1) == t, model(early).argmax(1) == t
+    assert hit_full.any() and not (hit_full & ~hit_early).any()

@@ -1,0 +1,116 @@
+"""The PDF report (tables, curves, text), its table files, and the demo end to end at a tiny scale."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from robustbench_lr.cli import main
+from robustbench_lr.report import build_report, read_tables_json
+from robustbench_lr.report import figures as F
+
+
+def _text(pdf) -> str:
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(pdf))
+    assert len(reader.pages) >= 2
+    return "\n".join(p.extract_text() for p in reader.pages)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    assert main(["evaluate", "--checkpoint", tiny_checkpoints["conv"], "--checkpoint", tiny_checkpoints["lr"],
+                 "--attack", "fgsm", "--attack", "pgd", "--eps", "0,0.1,0.3", "--steps", "5", "--n", "40",
+                 "--check-n", "16", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_report_pdf_opens_and_has_its_sections(run_dir, tmp_path):
+    pdf = tmp_path / "r" / "report.pdf"
+    out = build_report([run_dir], pdf)
+    text = _text(pdf)
+    for title in ("Provenance", "Evaluation hygiene", "Summary", "Robust accuracy under linf attacks",
+                  "Paired comparisons", "Curves"):
+        assert title in text, title
+    assert "exact McNemar" in text and "Clopper-Pearson" in text
+    folder = tmp_path / "r" / "report_tables"
+    for name in ("hygiene", "summary_linf", "paired"):
+        for ext in ("csv", "md", "tex"):
+            assert (folder / f"{name}.{ext}").stat().st_size > 0
+    assert out["tables"] == str(folder)
+
+
+def test_report_tables_json_round_trips(run_dir, tmp_path):
+    build_report([run_dir], tmp_path / "report.pdf")
+    back = read_tables_json(tmp_path / "report_tables" / "tables.json")
+    csv = pd.read_csv(tmp_path / "report_tables" / "summary_linf.csv")
+    pd.testing.assert_frame_equal(back["summary_linf"]["data"].reset_index(drop=True), csv, check_dtype=False)
+    md = (tmp_path / "report_tables" / "summary_linf.md").read_text()
+    for cell in back["summary_linf"]["display"].iloc[:, 1]:
+        assert str(cell) in md
+
+
+def test_curve_functions_return_figures_with_content(run_dir):
+    res = pd.read_csv(run_dir / "results.csv")
+    fig = F.eps_curves(res, "linf")
+    assert isinstance(fig, Figure) and fig.axes and all(ax.lines for ax in fig.axes)
+    deform = res[res["family"] == "clean"].assign(family="deform", perturbation="rotate", param_name="degrees")
+    deform = pd.concat([deform.assign(param_value=v) for v in (0.0, 10.0)])
+    fig = F.deform_curves(deform)
+    assert isinstance(fig, Figure) and all(ax.lines for ax in fig.axes)
+    ks = pd.concat([res.assign(kernel_size=k, model_name="m") for k in (3, 5)])
+    fig = F.kernel_curves(ks, [("clean accuracy", "clean", 0.0)])
+    assert isinstance(fig, Figure) and fig.axes[0].lines
+    assert F.eps_curves(res, "l2") is None
+
+
+def test_report_cli_errors(tmp_path):
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.pdf")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r.pdf")]) == 2
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_a_failed_hygiene_check_puts_a_warning_on_page_one(run_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(run_dir, d)
+    h = pd.read_csv(d / "hygiene.csv")
+    h.loc[0, "status"] = "fail"
+    h.to_csv(d / "hygiene.csv", index=False)
+    build_report([d], tmp_path / "r.pdf")
+    from pypdf import PdfReader
+
+    assert "FAILED" in PdfReader(str(tmp_path / "r.pdf")).pages[0].extract_text()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_rerun_reuses_work(tmp_path, monkeypatch, caplog):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--epochs", "1", "--train-limit", "256", "--n", "32", "--check-n", "12",
+            "--draws", "1", "--steps", "5", "--quiet"]
+    assert main(args) == 0
+    text = _text(out / "report.pdf")
+    for title in ("Provenance", "Summary", "Accuracy under deformations", "Pairwise weights", "Attributions"):
+        assert title in text, title
+    res = pd.read_csv(out / "results.csv")
+    assert {"clean", "linf", "deform", "drift"} <= set(res["family"])
+    # a re-run reuses the checkpoints and every finished cell: no attack and no deformation runs again
+    import robustbench_lr.attacks.sweep as sweep
+    import robustbench_lr.evaluate_deform as ed
+
+    def boom(*a, **k):
+        raise AssertionError("finished work was redone")
+
+    monkeypatch.setattr(sweep, "build_attack", boom)
+    monkeypatch.setattr(ed, "random_sweep", boom)
+    monkeypatch.setattr(ed, "adversarial_sweep", boom)
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert caplog.text.count("already trained") == 2
