@@ -95,3 +95,18 @@ def test_targeted_matches_torchattacks_and_early_stop_keeps_every_hit(setup):
     with torch.no_grad():
         hit_full, hit_early = model(full).argmax(1) == t, model(early).argmax(1) == t
     assert hit_full.any() and not (hit_full & ~hit_early).any()
+
+
+def test_sweep_bench_compares_with_plain_and_early_stop_independent_runs(tiny_checkpoints):
+    from robustbench_lr.bench.sweep import bench_sweep
+
+    df = bench_sweep(tiny_checkpoints["lr"], [0.0, 0.05, 0.1, 0.3], steps=3, n=24, batch_size=24,
+                     device=torch.device("cpu"))
+    assert list(df["eps"]) == [0.0, 0.05, 0.1, 0.3]
+    # plain PGD attacks every clean-correct example for every step at every eps > 0
+    n_correct = round(df["sweep_acc"].iloc[0] * 24)
+    assert list(df["plain_grad_evals"]) == [0] + [3 * n_correct] * 3
+    assert (df["indep_grad_evals"] <= df["plain_grad_evals"]).all()
+    assert df["sweep_grad_evals"].sum() <= df["indep_grad_evals"].sum()
+    # accuracy is non-increasing along the sweep
+    assert (df["sweep_acc"].diff().dropna() <= 0).all()

@@ -114,3 +114,22 @@ def test_demo_end_to_end_and_rerun_reuses_work(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO):
         assert main(args) == 0
     assert caplog.text.count("already trained") == 2
+
+
+def test_demo_rejects_an_unknown_model_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--model", "resnet_tiny_glor", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet_tiny_glore" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_demo_takes_other_families(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--model", "resnet_tiny_glore", "--model", "lrnet_tiny", "--epochs", "1",
+            "--train-limit", "128", "--n", "16", "--check-n", "8", "--draws", "1", "--steps", "3", "--quiet"]
+    assert main(args) == 0
+    res = pd.read_csv(out / "results.csv")
+    assert set(res["model_name"]) == {"resnet_tiny_glore", "lrnet_tiny"}
+    assert (out / "checkpoints" / "resnet_tiny_glore" / "model.safetensors").exists()

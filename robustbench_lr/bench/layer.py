@@ -7,8 +7,10 @@ inputs x, q, key and the geometry table), a depthwise k x k conv and a dense 3x3
 (N=8, C=64, 32x32, m=8 by default), in three modes:
     train       fwd+bwd, gradients for every input and weight;
     input_grad  fwd+bwd, gradients for the activations only (weights frozen, as in attacks);
-    forward     forward under no_grad.
-It prints median times with p10-p90, ratios taken within the run, and the peak memory of one call.
+    forward     forward under no_grad;
+    forward_grad  forward with every input requiring grad (the graph is built, nothing is back-propagated).
+The no_grad forward must not be slower than the forward with grad (docs/performance.md saw that trap on
+the unfold path); the bench prints that ratio per method. It prints median times with p10-p90, ratios taken within the run, and the peak memory of one call.
 
 On CUDA it also measures the device copy bandwidth in the same run (a 1 GiB `copy_`, bytes read plus
 written per second; docs/performance.md §8.5) and adds, for the forward rows, the achieved bandwidth
@@ -34,7 +36,7 @@ from ..layers import lr_ops
 from ._timing import environment, interleaved, peak_memory
 
 log = logging.getLogger(__name__)
-MODES = ("train", "input_grad", "forward")
+MODES = ("train", "input_grad", "forward", "forward_grad")
 
 
 def _make_fns(k: int, n: int, c: int, h: int, w: int, m: int, mode: str, impls: tuple[str, ...],
@@ -46,7 +48,7 @@ def _make_fns(k: int, n: int, c: int, h: int, w: int, m: int, mode: str, impls: 
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(grad)
 
     act_grad = mode != "forward"
-    w_grad = mode == "train"
+    w_grad = mode in ("train", "forward_grad")
     x = rnd(n, c, h, w, grad=act_grad)
     q = rnd(n, g, h, w, grad=act_grad)
     key = rnd(n, g, h, w, grad=act_grad)
@@ -60,6 +62,9 @@ def _make_fns(k: int, n: int, c: int, h: int, w: int, m: int, mode: str, impls: 
             def call() -> object:
                 with torch.no_grad():
                     return f()
+        elif mode == "forward_grad":
+            def call() -> object:
+                return f()
         else:
             def call() -> object:
                 f().backward(dy)
@@ -178,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
               "fwd_bw_frac = ideal forward bytes / median time / copy bandwidth")
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    modes = set(df["mode"])
+    if {"forward", "forward_grad"} <= modes:
+        piv = df.pivot_table(index=["k", "method"], columns="mode", values="median_ms", sort=False)
+        print("\n# forward under no_grad / forward with grad (must be <= 1 within noise)")
+        for (k, method), r in piv.iterrows():
+            print(f"k={k} {method:14s} {r['forward'] / r['forward_grad']:.2f}")
     if args.csv:
         write_csv_atomic(df, args.csv)
     return 0

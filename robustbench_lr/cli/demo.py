@@ -1,6 +1,8 @@
 """`robustbench-lr demo`: the main job, end to end on the embedded dataset (or real data with options).
 
-1. trains an LR-Net (k=7) and its ResNet twin (k=3) (a finished checkpoint is reused, an unfinished one resumed);
+1. trains an LR-Net (k=7) and its ResNet twin (k=3), or the `--model`s given (e.g. the five families:
+   --model resnet_tiny --model lrnet_tiny --model resnet_tiny_glore --model resnet_tiny_cnl
+   --model resnet_tiny_mssar); a finished checkpoint is reused, an unfinished one resumed;
 2. runs FGSM and PGD eps sweeps with the hygiene checks, on the same test examples;
 3. runs a random rotation sweep and the worst-of-k spatial attack (Engstrom et al.);
 4. draws the pairwise weights, geometry priors, attention shift under attack and captum attributions, and
@@ -55,15 +57,25 @@ def run(args: argparse.Namespace) -> int:
     store = FileStore(out / "state")
     epochs = args.epochs or preset["epochs"]
     kw = {"width": args.width or preset["width"]} if (args.width or preset["width"]) else {}
+    models = preset["models"]
+    if args.model:
+        from ..models import model_info
 
-    t0 = _stage(f"1/5 training {', '.join(m for m, _ in preset['models'])} on {args.dataset} ({epochs} epochs)")
+        for name in args.model:
+            model_info(name)  # unknown names fail here, with close matches, before any work
+        if len(set(args.model)) != len(args.model):
+            raise UserError(f"--model: each model once, got {', '.join(args.model)}.")
+        models = [(name, None) for name in args.model]  # each model at its own default kernel size
+
+    t0 = _stage(f"1/5 training {', '.join(m for m, _ in models)} on {args.dataset} ({epochs} epochs)")
     checkpoints = []
-    for model, k in preset["models"]:
-        ck = out / "checkpoints" / f"{model}_k{k}"
+    for model, k in models:
+        ck = out / "checkpoints" / (f"{model}_k{k}" if k else model)
         meta = fit(TrainConfig(model=model, dataset=args.dataset, epochs=epochs, kernel_size=k, seed=args.seed,
                                model_kwargs=dict(kw), data_root=args.data_root, download=args.download,
                                device=args.device, train_limit=args.train_limit), ck, resume=True,
                    progress=not args.quiet)
+        k = k or meta["model"]["kwargs"].get("kernel_size") or "default"
         print(f"   {model} (k={k}): held-out accuracy {100 * meta['metrics']['test_accuracy']:.2f}%", flush=True)
         checkpoints.append(str(ck))
     print(f"   {time.perf_counter() - t0:.0f} s")
@@ -190,6 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--dataset", default="mnist5k", help="mnist5k (embedded, default) | cifar10")
+    p.add_argument("--model", action="append", default=None, metavar="NAME",
+                   help="repeatable; models to compare at their default kernel sizes (default: lrnet_tiny k=7 and "
+                        "resnet_tiny k=3 on mnist5k, lrnet26_cifar and resnet26_cifar on cifar10)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true", help="allow downloading CIFAR-10 into --data-root")
     p.add_argument("--device", default="auto")
