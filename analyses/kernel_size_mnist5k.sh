@@ -2,7 +2,7 @@
 # Kernel-size sweep at demo scale: lrnet_tiny and resnet_tiny with k = 3, 5, 7, 9, three training seeds each,
 # on the embedded mnist5k (4,000 train / 1,000 held out, split seed 0). For every (model, k, seed) it trains (or
 # reuses a finished checkpoint), then measures on the same 500 held-out digits:
-#   clean accuracy; PGD-10 (Linf) robust accuracy at eps 0.02, 0.05, 0.1 with the hygiene checks; accuracy under
+#   clean accuracy; PGD-20 (Linf) robust accuracy at eps 0.02, 0.05, 0.1 with the hygiene checks; accuracy under
 #   random rotations of 15 and 30 degrees (3 draws each).
 # Tables report the mean over seeds and a t-interval over seeds; model differences are claimed only with a
 # paired test or non-overlapping intervals (see the report).
@@ -14,7 +14,7 @@ OUT=${OUT:-runs/analyses/kernel_size}
 robustbench-lr sweep kernel-size \
     --model lrnet_tiny --model resnet_tiny --kernel-sizes 3,5,7,9 --seeds 0,1,2 \
     --dataset mnist5k --epochs 6 \
-    --attack pgd --norm linf --eps 0,0.02,0.05,0.1 --steps 10 --check-n 100 \
+    --attack pgd --norm linf --eps 0,0.02,0.05,0.1 --steps 20 --check-n 100 \
     --deform rotate=0,15,30 --draws 3 \
     --n 500 --device auto --quiet --out "$OUT"
 robustbench-lr report "$OUT" -o "$OUT/report.pdf"

@@ -36,7 +36,7 @@ from .attacks.threat import validate_eps
 from .checkpoint import load_model, read_meta
 from .data import load_dataset
 from .errors import UserError
-from .results import finalize, model_columns
+from .results import finalize, fmt_strength, model_columns
 from .stats import paired_comparisons
 from .utils import resolve_device
 
@@ -344,7 +344,7 @@ def _bar(enabled: bool, desc: str) -> Any:
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) per model (rows) and attack@eps (columns), for the terminal."""
     df = results.copy()
-    df["cell"] = np.where(df["attack"] == "clean", "clean", df["attack"] + "@" + df["eps"].map(lambda e: f"{e:g}"))
+    df["cell"] = np.where(df["attack"] == "clean", "clean", df["attack"] + "@" + df["eps"].map(fmt_strength))
     order = list(dict.fromkeys(df["cell"]))
     pv = df.pivot_table(index="model", columns="cell", values="accuracy", aggfunc="first", sort=False)
     return (100 * pv[[c for c in order if c in pv.columns]]).round(1)

@@ -76,3 +76,13 @@ def finalize(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
         df.at[i, "ci_low"], df.at[i, "ci_high"], df.at[i, "ci_method"] = lo, hi, "clopper-pearson"
     cols = list(df.columns)
     return df[[c for c in FIRST if c in cols] + [c for c in cols if c not in FIRST]]
+
+
+def fmt_strength(v: float) -> str:
+    """Short strength label: 0.0314 -> '0.031', 10.0 -> '10'; common fractions of 255 as 'k/255'."""
+    if v == 0:
+        return "0"
+    k = v * 255
+    if v < 0.1 and abs(k - round(k)) < 1e-6:  # CIFAR/ImageNet budgets such as 8/255
+        return f"{int(round(k))}/255"
+    return f"{v:.3g}"

@@ -107,7 +107,8 @@ class TrainConfig:
         d = self.resolved().to_dict()
         for k in ("device", "num_workers", "data_root", "download"):
             d.pop(k)
-        return d
+        return normalized_identity(d)
+
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -132,7 +133,20 @@ class TrainConfig:
             raise UserError(f"--label-smoothing must be in [0, 1); got {self.label_smoothing!r}.")
 
 
+def normalized_identity(identity: dict[str, Any] | None) -> dict[str, Any]:
+    """`identity` with an unset kernel size replaced by the model's default, so that `--kernel-size 7` and no
+    option on a k=7 model are the same run (stored identities of older runs compare the same way)."""
+    d = dict(identity or {})
+    if d.get("kernel_size") is None and d.get("model"):
+        from .models import model_info
+
+        d["kernel_size"] = model_info(d["model"]).kernel_size
+    return d
+
+
 # ------------------------------------------------------------------------------------------------ batches
+
+
 def iterate(ds: Any, indices: Tensor, batch_size: int, device: torch.device, num_workers: int = 0,
             drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Yield (images in [0, 1] on `device`, labels, dataset indices) for `indices` in order, `batch_size` at a time."""
@@ -268,7 +282,7 @@ def _fit(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: 
     state = prepare(cfg, out, resume)
     if state == "done":
         meta = read_meta(out)
-        if meta.get("training", {}).get("identity") != cfg.identity():
+        if normalized_identity(meta.get("training", {}).get("identity")) != cfg.identity():
             raise UserError(f"{out} holds a finished model trained with a different configuration; choose another --out.")
         log.info("%s is already trained (held-out accuracy %.2f%%); nothing to do.", out,
                  100 * meta["metrics"]["test_accuracy"])
@@ -305,9 +319,9 @@ def _fit(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: 
     start_epoch, history = 0, []
     if state == "resume":
         saved = torch.load(out / LAST, map_location="cpu", weights_only=True)
-        if saved.get("identity") != cfg.identity():
-            diff = sorted(k for k in set(saved.get("identity", {})) | set(cfg.identity())
-                          if saved.get("identity", {}).get(k) != cfg.identity().get(k))
+        saved_id = normalized_identity(saved.get("identity"))
+        if saved_id != cfg.identity():
+            diff = sorted(k for k in set(saved_id) | set(cfg.identity()) if saved_id.get(k) != cfg.identity().get(k))
             raise UserError(f"cannot resume {out}: the unfinished run used different settings ({', '.join(diff)}).")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])

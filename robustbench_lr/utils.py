@@ -43,7 +43,8 @@ def seed_everything(seed: int) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "w") -> None:
     """Write through a temporary file in the same directory, fsync, then rename over `path`.
 
-    A crash leaves either the old file or the new one, never a half-written one.
+    A crash leaves either the old file or the new one, never a half-written one. The file gets the usual
+    permissions (0666 less the umask), not the 0600 of the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -60,6 +62,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

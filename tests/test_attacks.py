@@ -226,3 +226,24 @@ def test_parse_eps_accepts_fractions():
     assert parse_eps("0,0.05,8/255") == [0.0, 0.05, 8 / 255]
     with pytest.raises(ValueError, match="eps"):
         parse_eps("0,abc")
+
+
+def test_sweep_vs_independent_fails_only_on_a_significant_excess():
+    from robustbench_lr.attacks.hygiene import sweep_vs_independent
+
+    def masks(n, s_only, i_only, both=0):
+        a, b = np.zeros(n, bool), np.zeros(n, bool)
+        a[:s_only] = True
+        b[s_only:s_only + i_only] = True
+        a[s_only + i_only:s_only + i_only + both] = b[s_only + i_only:s_only + i_only + both] = True
+        return a, b
+
+    a, b = masks(13, 1, 0, 5)  # one example of 13: 7.7 pt, but no evidence
+    row = sweep_vs_independent("m", {0.1: a}, {0.1: b}, "pgd-linf")
+    assert row["status"] == "warn" and row["value"] == pytest.approx(1 / 13)
+    a, b = masks(200, 12, 0, 50)  # 6 pt, p = 2^-11
+    assert sweep_vs_independent("m", {0.1: a}, {0.1: b}, "pgd-linf")["status"] == "fail"
+    a, b = masks(200, 3, 3, 50)
+    a2, b2 = masks(200, 0, 4, 10)
+    row = sweep_vs_independent("m", {0.1: a, 0.2: a2}, {0.1: b, 0.2: b2}, "pgd-linf")
+    assert row["status"] == "pass" and row["value"] == 0.0

@@ -133,3 +133,20 @@ def test_demo_takes_other_families(tmp_path):
     res = pd.read_csv(out / "results.csv")
     assert set(res["model_name"]) == {"resnet_tiny_glore", "lrnet_tiny"}
     assert (out / "checkpoints" / "resnet_tiny_glore" / "model.safetensors").exists()
+
+
+def test_hygiene_table_of_many_models_is_a_model_by_check_matrix():
+    from robustbench_lr.report.tables import MATRIX_MODELS, hygiene_table
+
+    models = [f"m{i}" for i in range(MATRIX_MODELS + 1)]
+    rows = [{"model": m, "check": c, "status": "fail" if (m, c) == ("m1", "double_steps") else "pass",
+             "value": 0.02 if (m, c) == ("m1", "double_steps") else 0.0, "threshold": 0.01, "n": 100, "detail": ""}
+            for m in models for c in ("deterministic", "double_steps")]
+    t = hygiene_table(pd.DataFrame(rows))
+    assert len(t.data) == 2 * len(models)  # the CSV keeps every row
+    assert list(t.display.columns) == ["model", "deterministic", "double_steps"]
+    assert list(t.display["model"]) == models
+    assert t.display.set_index("model").loc["m1", "double_steps"] == "FAIL 0.02"
+    assert t.display.set_index("model").loc["m0", "double_steps"] == "PASS"
+    few = hygiene_table(pd.DataFrame([r for r in rows if r["model"] in models[:2]]))
+    assert "detail" in few.display.columns  # few models: the long table with details

@@ -86,6 +86,14 @@ def test_finished_run_is_reused_with_resume(tmp_path, caplog):
     assert again["weights_sha256"] == first["weights_sha256"] and "already trained" in caplog.text
 
 
+def test_default_and_explicit_kernel_size_are_the_same_run(tmp_path):
+    first = fit(_cfg(), tmp_path / "r", progress=False)  # resnet_tiny's default k = 3
+    again = fit(_cfg(kernel_size=3), tmp_path / "r", resume=True, progress=False)
+    assert again["weights_sha256"] == first["weights_sha256"]
+    with pytest.raises(ValueError, match="different configuration"):
+        fit(_cfg(kernel_size=5), tmp_path / "r", resume=True, progress=False)
+
+
 @pytest.mark.parametrize("kw,needle", [
     (dict(epochs=0), "--epochs"),
     (dict(dataset="svhn"), "dataset"),
@@ -142,3 +150,17 @@ def test_augmentation_translates_per_example_and_is_a_function_of_seed_and_epoch
     y = apply_augment(x, torch.tensor([0, 1]), table)
     assert torch.equal(y[0], x[0])
     assert y[1, 0, 4, 1] == 1.0 and y[1].sum() == 1.0
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from robustbench_lr.utils import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temporary file left behind

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -168,9 +167,6 @@ def run(args: argparse.Namespace) -> int:
         fig = viz.plot_attributions(model, x, x_adv, target, methods, n_steps=args.n_steps, window=args.window,
                                     seed=args.seed)
     atomic_write(out, lambda fh: fig.savefig(fh, format=fmt, dpi=args.dpi), mode="wb")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # mkstemp made the temporary file 0600; give the figure the usual mode
     print(out)
     return 0
 

@@ -131,6 +131,25 @@ def _esc(s: Any) -> str:
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+STATUS_COLORS = {"PASS": "#1a7f37", "WARN": "#b8860b", "FAIL": "#b00020"}
+
+
+def _column_widths(disp: pd.DataFrame, cols: list[str], width: float, style: Any) -> list[float]:
+    """Column widths (pt) from the rendered text: each column gets its widest entry (bold header or cell)
+    plus padding. Spare width is shared in proportion; if the natural widths do not fit, the first (key)
+    column keeps its width and the others shrink in proportion (their text wraps)."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    font, bold, size, pad = style.fontName, "Helvetica-Bold", style.fontSize, 6.5
+    natural = [pad + max(stringWidth(str(c), bold, size), *(stringWidth(str(v), font, size) for v in disp[c]))
+               for c in cols]
+    total = sum(natural)
+    if total <= width:
+        return [w * width / total for w in natural]
+    first = min(natural[0], 0.4 * width)
+    rest = sum(natural[1:]) or 1.0
+    return [first] + [w * (width - first) / rest for w in natural[1:]]
+
 def _table_flowables(t: T.ReportTable, st: dict[str, Any], width: float, max_cols: int = 6) -> list[Any]:
     """The display table, split into column chunks that fit the page, as reportlab Tables."""
     from reportlab.lib import colors
@@ -149,21 +168,20 @@ def _table_flowables(t: T.ReportTable, st: dict[str, Any], width: float, max_col
             cells = []
             for c in cols:
                 v = _esc(row[c])
-                if c == "status":
-                    color = {"PASS": "#1a7f37", "WARN": "#b8860b", "FAIL": "#b00020"}.get(str(row[c]), "#000000")
-                    v = f'<font color="{color}"><b>{v}</b></font>'
+                status = str(row[c]).split(" ")[0]
+                if c != key and status in STATUS_COLORS:  # hygiene: the status column, or every matrix cell
+                    v = f'<font color="{STATUS_COLORS[status]}"><b>{v}</b></font>'
                 elif str(row[c]).endswith(T.BEST_MARK):
                     v = f"<b>{v}</b>"
                 cells.append(Paragraph(v, st["cell"]))
             data.append(cells)
-        n = len(cols)
         first = min(0.22 * width, 110)
         if "detail" in cols:  # the hygiene table: fixed widths for the short columns, the rest for the detail
             fixed = {"check": 78, "status": 36, "value": 44, "threshold": 44, "n": 24}
             rest_w = width - first - sum(fixed.get(c, 0) for c in cols[1:])
             widths = [first] + [fixed.get(c, rest_w) for c in cols[1:]]
         else:
-            widths = [first] + [(width - first) / max(1, n - 1)] * (n - 1)
+            widths = _column_widths(disp, cols, width, st["cell"])
         tbl = Table(data, colWidths=widths, repeatRows=1)
         tbl.setStyle(TableStyle([
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef7")),
@@ -282,7 +300,7 @@ def build_report(run_dirs: list[str | os.PathLike], out_pdf: str | os.PathLike,
     for line in X.describe_hygiene(bundle.hygiene):
         story.append(Paragraph(_esc(line), st["body"]))
     if hyg_t is not None:
-        story += _table_flowables(hyg_t, st, width, max_cols=6)
+        story += _table_flowables(hyg_t, st, width, max_cols=9)
     story.append(PageBreak())
 
     story.append(Paragraph("Summary", st["h1"]))

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..results import fmt_strength
+
 BEST_MARK = "*"
+MATRIX_MODELS = 4  # above this many models the hygiene table is drawn as a model x check matrix
 
 
 @dataclass
@@ -44,16 +47,6 @@ def fmt_acc(acc: float, lo: float, hi: float) -> str:
     if lo is None or math.isnan(lo):
         return f"{100 * acc:.1f}"
     return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def fmt_strength(v: float) -> str:
-    """Short strength label: 0.0314 -> '0.031', 10.0 -> '10'; common fractions of 255 as 'k/255'."""
-    if v == 0:
-        return "0"
-    k = v * 255
-    if v < 0.1 and abs(k - round(k)) < 1e-6:  # CIFAR/ImageNet budgets such as 8/255
-        return f"{int(round(k))}/255"
-    return f"{v:.3g}"
 
 
 def model_order(results: pd.DataFrame) -> list[str]:
@@ -175,6 +168,14 @@ def hygiene_table(hyg: pd.DataFrame) -> ReportTable | None:
     n_fail = int((d["status"] == "fail").sum())
     n_warn = int((d["status"] == "warn").sum())
     note = f"{len(d)} checks: {len(d) - n_fail - n_warn} pass, {n_warn} warn, {n_fail} fail."
+    if d["model"].nunique() > MATRIX_MODELS:  # many models: one row per model, one column per check
+        cell = disp["status"].where(disp["status"] == "PASS", disp["status"] + " " + disp["value"])
+        disp = (pd.DataFrame({"model": d["model"], "check": d["check"], "cell": cell})
+                .pivot_table(index="model", columns="check", values="cell", aggfunc="first", sort=False)
+                .fillna("-").reset_index())
+        disp.columns.name = None
+        note += (" One row per model, one column per check: the status, with the value when it is not a pass "
+                 "(the details of every warn and fail are listed above; the CSV of this table has every row).")
     return ReportTable("hygiene", "Evaluation-hygiene checks (Carlini et al. 2019)", d.reset_index(drop=True),
                        disp.reset_index(drop=True), note)
 
@@ -184,14 +185,21 @@ def paired_table(paired: pd.DataFrame, alpha: float = 0.05) -> ReportTable | Non
         return None
     d = paired.copy()
     d = d[(d["attack"] != "clean") & (d["eps"] > 0)] if ((d["attack"] != "clean") & (d["eps"] > 0)).any() else d
+    # pairs with no discordant example (the same outcome on every example, e.g. both at 0%) carry no evidence:
+    # the PDF leaves them out and says how many; the CSV keeps every pair
+    same = (d["a_only"] == 0) & (d["b_only"] == 0)
+    shown = d[~same] if (~same).any() else d
     disp = pd.DataFrame({
-        "attack": d["attack"], "eps": d["eps"].map(fmt_strength), "A": d["model_a"], "B": d["model_b"],
-        "acc A - B (pt)": (100 * d["accuracy_diff"]).map(lambda v: f"{v:+.1f}"),
-        "A only / B only": d["a_only"].astype(int).astype(str) + " / " + d["b_only"].astype(int).astype(str),
-        "McNemar p": d["mcnemar_p"].map(lambda p: f"{p:.2g}"),
-        "": np.where(d["mcnemar_p"] < alpha, "significant", ""),
+        "attack": shown["attack"], "eps": shown["eps"].map(fmt_strength), "A": shown["model_a"], "B": shown["model_b"],
+        "acc A - B (pt)": (100 * shown["accuracy_diff"]).map(lambda v: f"{v:+.1f}"),
+        "A only / B only": shown["a_only"].astype(int).astype(str) + " / " + shown["b_only"].astype(int).astype(str),
+        "McNemar p": shown["mcnemar_p"].map(lambda p: f"{p:.2g}"),
+        "": np.where(shown["mcnemar_p"] < alpha, "significant", ""),
     })
     note = (f"Exact McNemar tests on the same examples (two-sided binomial test of the discordant pairs); "
             f"'significant' at p < {alpha} without correction for the number of tests.")
+    if len(shown) < len(d):
+        note += (f" {len(d) - len(shown)} comparison(s) with no discordant example (identical outcomes on every "
+                 f"example, p = 1) are left out here; the CSV file of this table keeps every pair.")
     return ReportTable("paired", "Paired comparisons between models", d.reset_index(drop=True),
                        disp.reset_index(drop=True), note)
