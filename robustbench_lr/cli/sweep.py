@@ -99,6 +99,7 @@ def run_deform(args: argparse.Namespace) -> int:
 
 
 def run_kernel_size(args: argparse.Namespace) -> int:
+    from ..attacks.threat import validate_eps
     from ..evaluate import EvalConfig, parse_eps, run_evaluation
     from ..evaluate_deform import run_deformations
     from ..models import model_info
@@ -124,8 +125,9 @@ def run_kernel_size(args: argparse.Namespace) -> int:
     eval_cfg = dict(attacks=attacks, norm=args.norm, eps=parse_eps(eps_text) if attacks else [0.0], steps=args.steps,
                     n=args.n, batch_size=args.batch_size, seed=args.eval_seed, dataset=args.dataset,
                     data_root=args.data_root, device=args.device, hygiene=not args.no_hygiene, n_check=args.check_n)
-    if attacks:
-        EvalConfig(checkpoints=["-"], **eval_cfg).specs()  # validate attacks before any training
+    if attacks:  # validate attacks and eps before any training
+        specs = EvalConfig(checkpoints=["-"], **eval_cfg).specs()
+        validate_eps(eval_cfg["eps"], specs[0].norm, model_info(args.model[0]).input_size)
     train_kw = model_kwargs_from(args)
     out = Path(args.out)
     t0 = time.perf_counter()
