@@ -319,9 +319,9 @@ def _fit(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: 
     start_epoch, history = 0, []
     if state == "resume":
         saved = torch.load(out / LAST, map_location="cpu", weights_only=True)
-        saved_id = normalized_identity(saved.get("identity"))
-        if saved_id != cfg.identity():
-            diff = sorted(k for k in set(saved_id) | set(cfg.identity()) if saved_id.get(k) != cfg.identity().get(k))
+        saved_id, want = normalized_identity(saved.get("identity")), cfg.identity()
+        if saved_id != want:
+            diff = sorted(k for k in set(saved_id) | set(want) if saved_id.get(k) != want.get(k))
             raise UserError(f"cannot resume {out}: the unfinished run used different settings ({', '.join(diff)}).")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])

@@ -113,6 +113,25 @@ if HAS_TRITON:
         return res
 
     @triton.jit
+    def _window_logit(qv, k_base, geo_ptr, g, yy, xx, ok, pix_ok, W, ky, kx, KS: tl.constexpr, APP: tl.constexpr,
+                      HAS_GEO: tl.constexpr, MASK: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+                      ACC: tl.constexpr):
+        """Window cell (ky, kx) for a tile of output pixels: its logit, the key value there (0 outside the
+        image, as the zeros border sees it) and which pixels let the cell into the softmax."""
+        kv = tl.zeros([BH * BW], ACC)
+        logit = tl.zeros([BH * BW], ACC)
+        if APP != 0:
+            kv = tl.load(k_base + yy * W + xx, mask=ok, other=0.0).to(ACC)
+            logit = _phi(qv, kv, APP)
+        if HAS_GEO:
+            logit += tl.load(geo_ptr + g * (KS * KS) + ky * KS + kx).to(ACC)
+        if MASK:
+            cell = ok
+        else:
+            cell = pix_ok
+        return logit, kv, cell
+
+    @triton.jit
     def _lr_fwd_kernel(
         x_ptr, q_ptr, k_ptr, geo_ptr, out_ptr, lse_ptr,
         G, H, W, Ho, Wo, TILES_W, TILES,
@@ -121,7 +140,6 @@ if HAS_TRITON:
         UNROLL: tl.constexpr,
     ):
         R: tl.constexpr = KS // 2
-        K2: tl.constexpr = KS * KS
         pid = tl.program_id(0)
         ng = pid // TILES
         t = pid % TILES
@@ -135,6 +153,7 @@ if HAS_TRITON:
         ng64 = ng.to(tl.int64)
         x_base = x_ptr + ng64 * M * H * W  # channels g*M .. g*M+M-1 of image n are one contiguous block
         k_base = k_ptr + ng64 * H * W
+        qv = tl.zeros([BH * BW], ACC)
         if APP != 0:
             qv = tl.load(q_ptr + ng64 * Ho * Wo + i * Wo + j, mask=pix_ok, other=0.0).to(ACC)
         neg_inf = float("-inf")
@@ -147,17 +166,9 @@ if HAS_TRITON:
             for kx in tl.range(0, KS, loop_unroll_factor=UNROLL):
                 xx = j * STRIDE + (kx - R)
                 ok = row_ok & (xx >= 0) & (xx < W)
-                logit = tl.zeros([BH * BW], ACC)
-                if APP != 0:
-                    kv = tl.load(k_base + yy * W + xx, mask=ok, other=0.0).to(ACC)
-                    logit = _phi(qv, kv, APP)
-                if HAS_GEO:
-                    logit += tl.load(geo_ptr + g * K2 + ky * KS + kx).to(ACC)
-                if MASK:
-                    logit = tl.where(ok, logit, neg_inf)
-                else:
-                    logit = tl.where(pix_ok, logit, neg_inf)
-                mx = tl.maximum(mx, logit)
+                logit, kv, cell = _window_logit(qv, k_base, geo_ptr, g, yy, xx, ok, pix_ok, W, ky, kx, KS, APP,
+                                                HAS_GEO, MASK, BH, BW, ACC)
+                mx = tl.maximum(mx, tl.where(cell, logit, neg_inf))
         mx = tl.where(mx == neg_inf, 0.0, mx)  # tile padding only: keeps every exp finite
 
         # pass 2: softmax numerators, their sum, and the weighted sum of the m value channels
@@ -169,16 +180,8 @@ if HAS_TRITON:
             for kx in tl.range(0, KS, loop_unroll_factor=UNROLL):
                 xx = j * STRIDE + (kx - R)
                 ok = row_ok & (xx >= 0) & (xx < W)
-                logit = tl.zeros([BH * BW], ACC)
-                if APP != 0:
-                    kv = tl.load(k_base + yy * W + xx, mask=ok, other=0.0).to(ACC)
-                    logit = _phi(qv, kv, APP)
-                if HAS_GEO:
-                    logit += tl.load(geo_ptr + g * K2 + ky * KS + kx).to(ACC)
-                if MASK:
-                    cell = ok
-                else:
-                    cell = pix_ok
+                logit, kv, cell = _window_logit(qv, k_base, geo_ptr, g, yy, xx, ok, pix_ok, W, ky, kx, KS, APP,
+                                                HAS_GEO, MASK, BH, BW, ACC)
                 p = tl.exp(tl.where(cell, logit - mx, neg_inf))
                 den += p
                 xv = tl.load(x_base + cs[:, None] * (H * W) + (yy * W + xx)[None, :],
@@ -227,6 +230,7 @@ if HAS_TRITON:
             x_base = x_ptr + ng64 * M * H * W
             k_base = k_ptr + ng64 * H * W
             lse = tl.load(lse_ptr + ng64 * Ho * Wo + pix, mask=pix_ok, other=0.0).to(ACC)
+            qv = tl.zeros([BH * BW], ACC)
             if APP != 0:
                 qv = tl.load(q_ptr + ng64 * Ho * Wo + pix, mask=pix_ok, other=0.0).to(ACC)
             dq = tl.zeros([BH * BW], ACC)
@@ -236,17 +240,9 @@ if HAS_TRITON:
                 for kx in tl.range(0, KS, loop_unroll_factor=UNROLL):
                     xx = j * STRIDE + (kx - R)
                     ok = row_ok & (xx >= 0) & (xx < W)
-                    logit = tl.zeros([BH * BW], ACC)
-                    if APP != 0:
-                        # zeros border: cells outside the image see key 0, and still feed dq
-                        kv = tl.load(k_base + yy * W + xx, mask=ok, other=0.0).to(ACC)
-                        logit = _phi(qv, kv, APP)
-                    if HAS_GEO:
-                        logit += tl.load(geo_ptr + g * K2 + ky * KS + kx).to(ACC)
-                    if MASK:
-                        cell = ok
-                    else:
-                        cell = pix_ok
+                    # zeros border: cells outside the image see key 0, and still feed dq
+                    logit, kv, cell = _window_logit(qv, k_base, geo_ptr, g, yy, xx, ok, pix_ok, W, ky, kx, KS, APP,
+                                                    HAS_GEO, MASK, BH, BW, ACC)
                     p = tl.exp(tl.where(cell, logit - lse, neg_inf))
                     xv = tl.load(x_base + cs[:, None] * (H * W) + (yy * W + xx)[None, :],
                                  mask=c_ok[:, None] & ok[None, :], other=0.0).to(ACC)

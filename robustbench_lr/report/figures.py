@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -52,21 +53,30 @@ def _style_accuracy_axis(ax, title: str, xlabel: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def _accuracy_panels(r: pd.DataFrame, panel: str, x: str, xlabel: Callable[[pd.DataFrame], str],
+                     title: str) -> Figure:
+    """One panel per value of column `panel`, one line per model: accuracy (%) vs column `x` with the rows'
+    interval bands; xlabel(rows of the panel) names the x axis."""
+    models = list(dict.fromkeys(r["model"]))
+    panels = list(dict.fromkeys(r[panel]))
+    fig, axes = _grid(len(panels))
+    for ax, name in zip(axes, panels):
+        sub = r[r[panel] == name]
+        for i, m in enumerate(models):
+            s = sub[sub["model"] == m].sort_values(x)
+            if not s.empty:
+                _line(ax, s[x], s["accuracy"], s["ci_low"], s["ci_high"], m, COLORS[i % len(COLORS)])
+        _style_accuracy_axis(ax, name, xlabel(sub))
+    return _finish(fig, axes, title)
+
+
 def eps_curves(results: pd.DataFrame, norm: str) -> Figure | None:
     """Robust accuracy (%) vs eps for every attack of one norm (bands: 95% Clopper-Pearson)."""
     r = results[results["family"] == norm]
     if r.empty:
         return None
-    attacks = list(dict.fromkeys(r["attack"]))
-    models = list(dict.fromkeys(r["model"]))
-    fig, axes = _grid(len(attacks))
-    for ax, atk in zip(axes, attacks):
-        for i, m in enumerate(models):
-            s = r[(r["attack"] == atk) & (r["model"] == m)].sort_values("eps")
-            if not s.empty:
-                _line(ax, s["eps"], s["accuracy"], s["ci_low"], s["ci_high"], m, COLORS[i % len(COLORS)])
-        _style_accuracy_axis(ax, atk, f"eps ({norm})")
-    return _finish(fig, axes, f"Robust accuracy vs eps ({norm}), 95% intervals")
+    return _accuracy_panels(r, "attack", "eps", lambda _: f"eps ({norm})",
+                            f"Robust accuracy vs eps ({norm}), 95% intervals")
 
 
 def deform_curves(results: pd.DataFrame) -> Figure | None:
@@ -74,17 +84,8 @@ def deform_curves(results: pd.DataFrame) -> Figure | None:
     r = results[results["family"] == "deform"]
     if r.empty:
         return None
-    perts = list(dict.fromkeys(r["perturbation"]))
-    models = list(dict.fromkeys(r["model"]))
-    fig, axes = _grid(len(perts))
-    for ax, p in zip(axes, perts):
-        sub = r[r["perturbation"] == p]
-        for i, m in enumerate(models):
-            s = sub[sub["model"] == m].sort_values("param_value")
-            if not s.empty:
-                _line(ax, s["param_value"], s["accuracy"], s["ci_low"], s["ci_high"], m, COLORS[i % len(COLORS)])
-        _style_accuracy_axis(ax, p, str(sub["param_name"].iloc[0]))
-    return _finish(fig, axes, "Accuracy vs deformation strength, 95% intervals")
+    return _accuracy_panels(r, "perturbation", "param_value", lambda sub: str(sub["param_name"].iloc[0]),
+                            "Accuracy vs deformation strength, 95% intervals")
 
 
 def kernel_curves(results: pd.DataFrame, columns: list[tuple[str, str, float]]) -> Figure | None:

@@ -213,6 +213,15 @@ static void lr_valid_plane_SUFFIX(scalar_t* vp, const lr_geom_SUFFIX* G) {
         for (int j = 0; j < G->W; ++j) vp[(long)(i + G->r) * G->Wq + j + G->r] = 1;
 }
 
+/* the padded key plane (zeros without a key) and the m padded value planes of group g of image n */
+static void lr_load_group_SUFFIX(const scalar_t* x, const scalar_t* key, scalar_t* kp, scalar_t* xp, long n, long g,
+                                 int C, int Gn, int m, const lr_geom_SUFFIX* G) {
+    const long hw = (long)G->H * G->W;
+    if (key) lr_pad_SUFFIX(key + (n * Gn + g) * hw, kp, G);
+    else for (long e = 0; e < G->plane; ++e) kp[e] = 0;
+    for (int c = 0; c < m; ++c) lr_pad_SUFFIX(x + (n * C + g * m + c) * hw, xp + c * G->plane, G);
+}
+
 void lr_forward_SUFFIX(const scalar_t* x, const scalar_t* q, const scalar_t* key, const scalar_t* geo,
                        scalar_t* out, scalar_t* lse, int N, int C, int Gn, int H, int W, int Ho, int Wo, int k,
                        int s, int app, int mask, int nthreads) {
@@ -235,9 +244,7 @@ void lr_forward_SUFFIX(const scalar_t* x, const scalar_t* q, const scalar_t* key
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < (long)N * Gn; ++t) {
             const long n = t / Gn, g = t % Gn;
-            if (key) lr_pad_SUFFIX(key + (n * Gn + g) * (long)H * W, kp, &G);
-            else for (long e = 0; e < G.plane; ++e) kp[e] = 0;
-            for (int c = 0; c < m; ++c) lr_pad_SUFFIX(x + (n * C + g * m + c) * (long)H * W, xp + c * G.plane, &G);
+            lr_load_group_SUFFIX(x, key, kp, xp, n, g, C, Gn, m, &G);
             const scalar_t* geog = geo ? geo + g * G.K2 : 0;
             for (int i0 = 0; i0 < Ho; i0 += G.Rb) {
                 const int nb = Ho - i0 < G.Rb ? Ho - i0 : G.Rb;
@@ -295,9 +302,7 @@ void lr_backward_SUFFIX(const scalar_t* x, const scalar_t* q, const scalar_t* ke
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < (long)N * Gn; ++t) {
             const long n = t / Gn, g = t % Gn;
-            if (key) lr_pad_SUFFIX(key + (n * Gn + g) * (long)H * W, kp, &G);
-            else for (long e = 0; e < G.plane; ++e) kp[e] = 0;
-            for (int c = 0; c < m; ++c) lr_pad_SUFFIX(x + (n * C + g * m + c) * (long)H * W, xp + c * G.plane, &G);
+            lr_load_group_SUFFIX(x, key, kp, xp, n, g, C, Gn, m, &G);
             if (dkey) for (long e = 0; e < G.plane; ++e) dkp[e] = 0;
             if (dx) for (long e = 0; e < G.plane * m; ++e) dxp[e] = 0;
             const scalar_t* geog = geo ? geo + g * G.K2 : 0;
