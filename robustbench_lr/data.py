@@ -34,11 +34,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import UserError, check_choice
-from .layers.normalize import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("mnist5k", "cifar10", "imagefolder")
+# Per-dataset channel statistics of [0, 1] pixels (the models' inner normalisation).
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EVAL_PERMUTATION_SEED = 0
 SPLITS = ("train", "test")
 MNIST5K_SEED = 0
 MNIST5K_TRAIN_PER_CLASS = 400
@@ -96,6 +100,12 @@ class TensorImageDataset(Dataset):
     def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Images (B, C, H, W) in [0, 1] and labels (B,) for the indices `idx`."""
         return self.images[idx].float().div_(255.0), self.labels[idx]
+
+
+def eval_permutation(n_split: int) -> np.ndarray:
+    """The fixed permutation (seed 0) of a test split: evaluations use its first n examples, the per-epoch robust
+    check of adversarial training its last ones."""
+    return np.random.default_rng(EVAL_PERMUTATION_SEED).permutation(n_split)
 
 
 # ---------------------------------------------------------------------------------------------- mnist5k

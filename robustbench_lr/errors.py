@@ -15,17 +15,20 @@ class UserError(ValueError):
     """Bad input from the user: printed without a traceback by the CLI."""
 
 
+def suggest(value: object, allowed: Iterable[object], cutoff: float = 0.6) -> str:
+    """' Did you mean 'x', 'y'?' for the close matches of a string among `allowed`, else ''."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [a for a in allowed if isinstance(a, str)], n=3, cutoff=cutoff)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
-    """Raise `UserError` naming `name` and the allowed values if `value` is not among them."""
+    """Raise `UserError` naming `name`, the allowed values and close matches if `value` is not among them."""
     allowed = list(allowed)
     if value not in allowed:
         shown = ", ".join(repr(a) for a in allowed)
-        hint = ""
-        if isinstance(value, str):
-            close = difflib.get_close_matches(value, [a for a in allowed if isinstance(a, str)], n=3)
-            if close:
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?"
-        raise UserError(f"{name}={value!r} is not supported; allowed values: {shown}.{hint}")
+        raise UserError(f"{name}={value!r} is not supported; allowed values: {shown}.{suggest(value, allowed)}")
 
 
 def check_odd_kernel(name: str, k: object) -> int:

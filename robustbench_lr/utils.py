@@ -54,7 +54,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -64,7 +64,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask

@@ -29,7 +29,7 @@ def _seed() -> None:
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Two small checkpoints on mnist5k (a conv and an LR net at width 0.25, 2 epochs: about 80% and 60% held-out
     accuracy), trained once per session in about 10 s."""
-    from robustbench_lr.train import TrainConfig, fit
+    from robustbench_lr.training import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("ckpt")
     out = {}

@@ -10,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_lr.attacks.sweep import predict, prepare_for_attack
+from robustbench_lr.attacks import predict, prepare_for_attack
 from robustbench_lr.checkpoint import load_model
 from robustbench_lr.data import load_dataset
 from robustbench_lr.deform import (
     DEFORMATIONS,
     SpatialBoundViolation,
-    adversarial_sweep,
     affine,
     affine_pgd,
     check_bounds,
@@ -29,7 +28,6 @@ from robustbench_lr.deform import (
     get_deformation,
     grid,
     grid_transforms,
-    random_sweep,
     rotate,
     scale,
     translate,
@@ -37,7 +35,8 @@ from robustbench_lr.deform import (
 )
 from robustbench_lr.deform.spatial import _render_p
 from robustbench_lr.errors import UserError
-from robustbench_lr.evaluate import eval_indices
+from robustbench_lr.runners.common import eval_indices
+from robustbench_lr.runners.deform_sweep import adversarial_sweep, random_sweep
 from robustbench_lr.results import finalize
 
 CPU = torch.device("cpu")

@@ -45,12 +45,13 @@ def test_evaluate_writes_tidy_tables_and_resumes(tiny_checkpoints, tmp_path, mon
     hyg = pd.read_csv(out / "hygiene.csv")
     assert set(hyg["status"]) <= {"pass", "warn", "fail"} and {"conv", "lr"} == set(hyg["model"])
     outc = pd.read_csv(out / "outcomes.csv")
-    assert len(outc) == 2 * 2 * 48 and {"min_eps", "clean_correct", "dataset_index"} <= set(outc.columns)
+    assert len(outc) == 2 * 3 * 48 and {"min_eps", "clean_correct", "dataset_index"} <= set(outc.columns)  # + worst case
+    assert set(outc["attack"]) == {"fgsm", "pgd", "worst-case"}
     run = json.loads((out / "run.json").read_text())
     assert run["eps"] == [0.0, 0.1, 0.3] and run["command"].startswith("robustbench-lr evaluate")
     assert list((out / "adv").glob("*.safetensors"))
     # a re-run of the same command attacks nothing: every cell comes from the saved state
-    import robustbench_lr.attacks.sweep as sweep
+    import robustbench_lr.runners.eps_sweep as sweep
 
     def no_attacks(*a, **k):
         raise AssertionError("a finished cell was attacked again")
@@ -66,7 +67,7 @@ def test_evaluate_writes_tidy_tables_and_resumes(tiny_checkpoints, tmp_path, mon
 @pytest.mark.parametrize("args,needle", [
     (["--eps", "0,-0.1"], "eps must be >= 0"),
     (["--eps", "0,1.5"], "larger than the largest possible perturbation"),
-    (["--attack", "pgdd"], "allowed:"),
+    (["--attack", "pgdd"], "Did you mean 'pgd'"),
     (["--norm", "l3"], "unknown norm"),
     (["--dataset", "cifar10"], "not on --dataset"),
     (["--n", "5000"], "1000 examples"),

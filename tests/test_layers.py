@@ -183,3 +183,188 @@ def test_bad_arguments_raise_clear_value_error(kwargs, needle):
 def test_wrong_input_channels_raise():
     with pytest.raises(ValueError, match="channels=16 but the input has 3"):
         LocalRelation2d(16, 3, 8)(torch.rand(1, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------------
+# The C kernel's paths (issue 15): channel groups of 8 and others, strides 1-3, maps narrower and wider than
+# one 16-pixel chunk and smaller than the window, row blocks, strided query views, the fused key/query path
+# of LocalRelation2d, the geometry-prior cache and the matmul 1x1 convs. fp64 against the unfold reference.
+# --------------------------------------------------------------------------------------------------
+from robustbench_lr.layers import lr_cpu  # noqa: E402
+from robustbench_lr.layers.pointwise import PointwiseConv2d, pointwise_conv  # noqa: E402
+
+needs_kernel = pytest.mark.skipif(not lr_cpu.available(), reason="the C kernel did not compile here")
+
+
+def _check_against_reference(x, q, key, geo, impl="cpu", **kw):
+    ins = [t for t in (x, q, key, geo) if t is not None]
+    y_ref = lr_ops.local_relation(x, q, key, geo, impl="reference", **kw)
+    y = lr_ops.local_relation(x, q, key, geo, impl=impl, **kw)
+    gy = torch.randn_like(y_ref)
+    assert (y - y_ref).abs().max().item() < 1e-10
+    for a, b in zip(torch.autograd.grad(y, ins, gy), torch.autograd.grad(y_ref, ins, gy)):
+        assert (a - b).abs().max().item() < 1e-10
+
+
+KERNEL_CASES = [  # (n, c, g, h, w, k, stride): m = c / g
+    (2, 16, 2, 9, 11, 7, 1),   # m = 8 (register path), odd map
+    (2, 16, 2, 9, 11, 7, 2),
+    (1, 16, 1, 5, 4, 7, 1),    # map smaller than the window
+    (1, 8, 1, 3, 3, 7, 2),     # 3x3 map, 7x7 window, stride 2
+    (2, 16, 2, 4, 37, 5, 1),   # wider than one 16-pixel chunk: one row per block, ragged last chunk
+    (1, 16, 2, 7, 35, 3, 2),   # Wo = 18 >= 16 at stride 2
+    (1, 32, 2, 6, 7, 5, 1),    # m = 16
+    (2, 6, 2, 8, 9, 5, 3),     # m = 3, stride 3
+    (1, 8, 8, 6, 5, 3, 1),     # m = 1
+    (1, 8, 1, 1, 1, 7, 1),     # 1x1 map
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("appearance", APPEARANCES)
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_kernel_paths_match_reference_fp64(case, border, appearance):
+    n, c, g, h, w, k, s = case
+    torch.manual_seed(hash(case) % 1000)
+    x, q, key, geo = _inputs(n, c, g, h, w, k, s, appearance, True)
+    _check_against_reference(x, q, key, geo, kernel_size=k, stride=s, appearance=appearance, border=border, groups=g)
+
+
+@needs_kernel
+@pytest.mark.parametrize("block", [16, 40, 4096])
+def test_row_blocks_of_any_size_agree(block, monkeypatch):
+    # narrow maps pack several rows per block; BLOCK sets how many (16 -> one row, 40 -> several blocks)
+    monkeypatch.setattr(lr_cpu, "BLOCK", block)
+    x, q, key, geo = _inputs(2, 16, 2, 13, 5, 7, 1, "sqdiff", True)
+    _check_against_reference(x, q, key, geo, kernel_size=7, stride=1, appearance="sqdiff", border="mask", groups=2)
+
+
+@needs_kernel
+def test_strided_query_and_key_views_need_no_copy():
+    # views of one (N, 2G, H, W) tensor, as the fused projection produces them
+    n, c, g, h, w, k, s = 2, 16, 2, 9, 8, 5, 2
+    x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+    qk = torch.randn(n, 2 * g, h, w, dtype=torch.float64, requires_grad=True)
+    geo = torch.randn(g, k * k, dtype=torch.float64, requires_grad=True)
+    kw = dict(kernel_size=k, stride=s, appearance="dot", border="zeros", groups=g)
+    y = lr_ops.local_relation(x, qk[:, :g, ::s, ::s], qk[:, g:], geo, impl="cpu", **kw)
+    y_ref = lr_ops.local_relation(x, qk[:, :g, ::s, ::s], qk[:, g:], geo, impl="reference", **kw)
+    y_fused = lr_cpu.local_relation_fused(x, qk, geo, **kw)
+    gy = torch.randn_like(y)
+    g_ref = torch.autograd.grad(y_ref, (x, qk, geo), gy)
+    for out in (y, y_fused):
+        assert (out - y_ref).abs().max().item() < 1e-10
+        for a, b in zip(torch.autograd.grad(out, (x, qk, geo), gy), g_ref):
+            assert (a - b).abs().max().item() < 1e-10
+
+
+def _layer_pair(stride, appearance, geometry, border="mask", k=5, c=16, m=8):
+    torch.manual_seed(3)
+    fast = LocalRelation2d(c, k, m, appearance=appearance, geometry=geometry, border=border, stride=stride).double()
+    ref = LocalRelation2d(c, k, m, appearance=appearance, geometry=geometry, border=border, stride=stride,
+                          impl="reference").double()
+    ref.load_state_dict(fast.state_dict())
+    return fast, ref
+
+
+@needs_kernel
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("appearance,geometry", [("sqdiff", "mlp"), ("absdiff", "table"), ("dot", None),
+                                                 (None, "mlp")])
+def test_module_fast_path_matches_reference_in_every_gradient(stride, appearance, geometry):
+    fast, ref = _layer_pair(stride, appearance, geometry)
+    x = torch.randn(2, 16, 9, 7, dtype=torch.float64, requires_grad=True)
+    y, y_ref = fast(x), ref(x)
+    assert (y - y_ref).abs().max().item() < 1e-10
+    gy = torch.randn_like(y)
+    params = [p for _, p in sorted(fast.named_parameters())]
+    params_ref = [p for _, p in sorted(ref.named_parameters())]
+    g_fast = torch.autograd.grad(y, [x, *params], gy)
+    g_ref = torch.autograd.grad(y_ref, [x, *params_ref], gy)
+    for a, b in zip(g_fast, g_ref):
+        assert (a - b).abs().max().item() < 1e-10
+
+
+@needs_kernel
+def test_module_input_gradient_with_frozen_parameters_matches_reference():
+    fast, ref = _layer_pair(2, "sqdiff", "mlp", k=7)
+    fast.requires_grad_(False)
+    ref.requires_grad_(False)
+    x = torch.randn(3, 16, 11, 10, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(3, 16, 6, 5, dtype=torch.float64)
+    (dx,) = torch.autograd.grad(fast(x), x, gy)
+    (dx_ref,) = torch.autograd.grad(ref(x), x, gy)
+    assert (dx - dx_ref).abs().max().item() < 1e-10
+
+
+@needs_kernel
+def test_result_does_not_depend_on_the_thread_count():
+    x, q, key, geo = _inputs(4, 16, 2, 12, 20, 7, 1, "sqdiff", True, dtype=torch.float32)
+    kw = dict(kernel_size=7, stride=1, appearance="sqdiff", border="mask", groups=2, impl="cpu")
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = lr_ops.local_relation(x, q, key, geo, **kw)
+            outs.append((y, *torch.autograd.grad(y.square().sum(), (x, q, key, geo))))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_fp32_kernel_agrees_with_fp64_at_a_model_shape():
+    x, q, key, geo = _inputs(2, 32, 4, 16, 16, 7, 1, "sqdiff", True)
+    kw = dict(kernel_size=7, stride=1, appearance="sqdiff", border="mask", groups=4)
+    y64 = lr_ops.local_relation(x, q, key, geo, impl="reference", **kw)
+    y32 = lr_ops.local_relation(*(t.float() for t in (x, q, key, geo)), impl="cpu", **kw)
+    assert (y32.double() - y64).abs().max().item() < 1e-5 * max(1.0, y64.abs().max().item())
+
+
+def test_kernel_size_beyond_the_cell_table_falls_back():
+    x, q, key, geo = _inputs(1, 8, 1, 3, 4, 33, 1, "sqdiff", True)
+    _check_against_reference(x, q, key, geo, kernel_size=33, stride=1, appearance="sqdiff", border="mask", groups=1)
+
+
+def test_geometry_prior_is_cached_only_while_frozen():
+    layer = LocalRelation2d(16, 5, 8).double()
+    calls = []
+    layer.geometry_mlp.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(1, 16, 6, 6, dtype=torch.float64)
+    layer(x)
+    layer(x)
+    assert len(calls) == 2  # parameters require grad: recomputed, and the gradient reaches the MLP
+    layer(x).sum().backward()
+    assert layer.geometry_mlp[0].weight.grad is not None
+    layer.requires_grad_(False)
+    t1 = layer.geometry_prior()
+    t2 = layer.geometry_prior()
+    assert t1 is t2 and len(calls) == 4  # computed once for the frozen layer
+    with torch.no_grad():
+        layer.geometry_mlp[2].bias.add_(1.0)  # in-place update: the table must follow
+    t3 = layer.geometry_prior()
+    assert len(calls) == 5 and torch.allclose(t3, t1 + 1.0)
+    other = LocalRelation2d(16, 5, 8).double().requires_grad_(False)
+    layer.load_state_dict(other.state_dict())
+    assert torch.allclose(layer.geometry_prior(), other.geometry_prior())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_is_the_1x1_conv(bias):
+    x = torch.randn(3, 12, 5, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 12, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None
+    ins = [t for t in (x, w, b) if t is not None]
+    y, y_ref = pointwise_conv(x, w, b), F.conv2d(x, w, b)
+    assert (y - y_ref).abs().max().item() < 1e-12
+    gy = torch.randn_like(y)
+    for a, c in zip(torch.autograd.grad(y, ins, gy), torch.autograd.grad(y_ref, ins, gy)):
+        assert (a - c).abs().max().item() < 1e-12
+    xl = x.detach().contiguous(memory_format=torch.channels_last)  # other layouts keep F.conv2d
+    assert (pointwise_conv(xl, w, b) - y_ref).abs().max().item() < 1e-12
+    conv = PointwiseConv2d(12, 6, bias=bias).double()
+    assert isinstance(conv, torch.nn.Conv2d) and set(conv.state_dict()) == ({"weight", "bias"} if bias else {"weight"})
+    assert (conv(x) - F.conv2d(x, conv.weight, conv.bias)).abs().max().item() < 1e-12

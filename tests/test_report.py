@@ -102,8 +102,8 @@ def test_demo_end_to_end_and_rerun_reuses_work(tmp_path, monkeypatch, caplog):
     res = pd.read_csv(out / "results.csv")
     assert {"clean", "linf", "deform", "drift"} <= set(res["family"])
     # a re-run reuses the checkpoints and every finished cell: no attack and no deformation runs again
-    import robustbench_lr.attacks.sweep as sweep
-    import robustbench_lr.evaluate_deform as ed
+    import robustbench_lr.runners.eps_sweep as sweep
+    import robustbench_lr.runners.deform as ed
 
     def boom(*a, **k):
         raise AssertionError("finished work was redone")

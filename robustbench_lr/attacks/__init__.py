@@ -1,8 +1,9 @@
-"""Attacks (torchattacks-backed), threat-model checks, the eps-sweep engine and evaluation-hygiene checks."""
+"""Attacks: construction by name (torchattacks, the official AutoAttack, adv-lib, StreamingPGD), threat-model
+checks, and getting a model ready for them. The runners (`robustbench_lr.runners`) run them over eps sweeps."""
 
+from .prepare import predict, prepare_for_attack
 from .registry import ATTACKS, AttackSpec, build_attack
-from .sweep import SweepState, prepare_for_attack, run_sweep
-from .threat import NORMS, ThreatModelViolation, check_adversarial
+from .threat import EPS_DEFAULTS, NORMS, ThreatModelViolation, check_adversarial, default_eps, parse_eps, validate_eps
 
-__all__ = ["ATTACKS", "NORMS", "AttackSpec", "SweepState", "ThreatModelViolation", "build_attack",
-           "check_adversarial", "prepare_for_attack", "run_sweep"]
+__all__ = ["ATTACKS", "EPS_DEFAULTS", "NORMS", "AttackSpec", "ThreatModelViolation", "build_attack",
+           "check_adversarial", "default_eps", "parse_eps", "predict", "prepare_for_attack", "validate_eps"]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 
 class CountingModel(nn.Module):
     """Wraps a classifier; `forwards` and `grad_evals` count examples (a batch of B adds B).
 
     A gradient evaluation is one backward pass through the model's output for one example, which is what an
-    attack step costs. torchattacks only sees this wrapper, so every attack is counted the same way.
+    attack step costs. torchattacks, official AutoAttack and adv-lib only see this wrapper, so every attack is
+    counted the same way (APGD: 1 + n_iter per example and restart; untargeted FAB's Jacobian: one per class).
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -1,4 +1,5 @@
-"""Threat models: norms, the eps-ball invariant, and random noise of a given norm.
+"""Threat models: norms, the eps defaults per dataset, eps parsing and validation, the eps-ball invariant, and
+random noise of a given norm.
 
 Every adversarial example must satisfy ||x_adv - x|| <= eps + 1e-6 in the attack's norm (computed in
 float64) and lie in [0, 1]. A violation raises `ThreatModelViolation`; nothing is ever clipped silently.
@@ -7,6 +8,8 @@ float64) and lie in [0, 1]. A violation raises `ThreatModelViolation`; nothing i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -15,6 +18,62 @@ from ..errors import UserError
 
 NORMS = ("linf", "l2")
 TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class EpsDefaults:
+    """The default budgets of one (dataset, norm), as text (fractions such as 8/255 allowed).
+
+    Attributes:
+        sweep: the eps list of an evaluation sweep (`evaluate`, `sweep kernel-size`, `demo`).
+        standard: the literature's standard budget (training threat model; RobustBench / AutoAttack conventions:
+            MNIST Linf 0.3, L2 2; CIFAR-10 Linf 8/255, L2 0.5; ImageNet Linf 4/255, L2 3).
+        figure: the single eps of a figure (`visualize --kind shift|attributions`) when none is given.
+    """
+
+    sweep: str
+    standard: str
+    figure: str
+
+
+# The one table of eps defaults, per dataset and threat model.
+EPS_DEFAULTS: dict[tuple[str, str], EpsDefaults] = {
+    ("mnist5k", "linf"): EpsDefaults("0,0.05,0.1,0.2,0.3", "0.3", "0.1"),
+    ("mnist5k", "l2"): EpsDefaults("0,0.5,1,2,3", "2", "1"),
+    ("cifar10", "linf"): EpsDefaults("0,1/255,2/255,4/255,8/255", "8/255", "8/255"),
+    ("cifar10", "l2"): EpsDefaults("0,0.125,0.25,0.5,1", "0.5", "0.5"),
+    ("imagefolder", "linf"): EpsDefaults("0,1/255,2/255,4/255", "4/255", "4/255"),
+    ("imagefolder", "l2"): EpsDefaults("0,0.25,0.5,1", "3", "1"),
+}
+
+
+def default_eps(dataset: str, norm: str, kind: str = "sweep") -> list[float]:
+    """The default eps list ('sweep') or single budget ('standard', 'figure') of a dataset and norm."""
+    norm = check_norm(norm)
+    d = EPS_DEFAULTS.get((dataset, norm))
+    if d is None:
+        raise UserError(f"no default eps for dataset {dataset!r} and norm {norm}; give --eps.")
+    return parse_eps(getattr(d, kind))
+
+
+def parse_eps(text: str | float | list[float] | tuple[float, ...]) -> list[float]:
+    """'0,0.05,8/255' -> [0.0, 0.05, 0.0313...]; fractions become floats; numbers and lists pass through."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return [float(text)]
+    if isinstance(text, (list, tuple)):
+        return [float(v) for v in text]
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(float(Fraction(part)))
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"cannot parse eps value {part!r}; use numbers or fractions such as 8/255.") from None
+    if not out:
+        raise UserError("--eps needs at least one value.")
+    return out
 
 
 class ThreatModelViolation(RuntimeError):
@@ -41,6 +100,7 @@ def max_eps(norm: str, input_size: tuple[int, ...]) -> float:
 
 def validate_eps(eps: list[float], norm: str, input_size: tuple[int, ...]) -> list[float]:
     """Sorted, de-duplicated eps values; negative or impossible ones raise a UserError."""
+    norm = check_norm(norm)
     top = max_eps(norm, input_size)
     for e in eps:
         if not math.isfinite(e) or e < 0:

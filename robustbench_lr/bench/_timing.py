@@ -2,7 +2,8 @@
 
 Protocol (docs/performance.md §8): all methods run in one process on the same inputs, warmed up, then in
 R rounds that call every method M times in turn, so drift and noise hit all of them alike. Ratios are
-taken between medians of the same run. Peak memory is the CUDA allocator's peak on GPU; on CPU it is the
+taken between the medians, and between the minima, of the same run (on a shared machine the minimum is the
+least disturbed call, the median what a user waits). Peak memory is the CUDA allocator's peak on GPU; on CPU it is the
 peak of live bytes allocated during one call, reconstructed from the profiler's memory events.
 """
 
@@ -26,6 +27,10 @@ class Timing:
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
 
     def quantile(self, q: float) -> float:
         s = sorted(self.samples)

@@ -39,12 +39,13 @@ def bench_grid(checkpoint: str, n: int = 1000, device: str | torch.device = "cpu
                max_rotation: float = 30.0, translation_per_degree: float = 0.1, shape: tuple[int, ...] = (5, 5, 31),
                order: str = "likely-first", fill: str = "zeros", data_root: str | None = None) -> dict[str, object]:
     """Run the grid sweep once and return its figures (see the module docstring)."""
-    from ..attacks.sweep import prepare_for_attack
+    from ..attacks import prepare_for_attack
     from ..checkpoint import load_model
     from ..data import load_dataset
-    from ..deform import adversarial_sweep, engstrom_bounds, grid_transforms
+    from ..deform import engstrom_bounds, grid_transforms
     from ..errors import UserError, check_positive_int
-    from ..evaluate import eval_indices
+    from ..runners.common import eval_indices
+    from ..runners.deform_sweep import adversarial_sweep
     from ..utils import resolve_device
 
     check_positive_int("--n", n)

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from ..attacks.registry import AttackSpec
-from ..attacks.sweep import SweepState, prepare_for_attack, run_sweep
-from ..checkpoint import load_model
-from ..evaluate import load_eval_set, parse_eps
-from ..stats import clopper_pearson, mcnemar_exact
+from ..attacks import parse_eps, prepare_for_attack
+from ..results.stats import clopper_pearson, mcnemar_exact
+from ..runners.common import checkpoint_sources, load_eval_set
+from ..runners.eps_sweep import SweepState, run_sweep
 from ._timing import environment
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 def bench_sweep(checkpoint: str, eps: list[float], steps: int, n: int, batch_size: int, device: torch.device,
                 seed: int = 0, early_stop: bool = True, norm: str = "linf") -> pd.DataFrame:
-    es = load_eval_set([checkpoint], None, None, n)
-    model = prepare_for_attack(load_model(checkpoint, device=device))
+    es = load_eval_set(checkpoint_sources([checkpoint]), None, None, n)
+    model = prepare_for_attack(es.sources[0].load(device))
     spec = AttackSpec("pgd", norm=norm, steps=steps, early_stop=early_stop)
     kw = dict(num_classes=es.num_classes, seed=seed, batch_size=batch_size, device=device)
     sw = run_sweep(model, es.x, es.y, spec, eps, **kw)

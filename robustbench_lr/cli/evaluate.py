@@ -1,174 +1,135 @@
-"""`robustbench-lr evaluate`: attack sweeps over eps for one or more checkpoints, written to --out.
+"""`robustbench-lr evaluate`: attack sweeps over eps for one or more models, written to a run directory --out.
 
-Files (all written atomically):
-    results.csv    one row per (model, attack, norm, eps) + clean and worst-case rows (counts, CIs, settings)
-    paired.csv     exact McNemar tests between models on the same examples
-    hygiene.csv    evaluation-hygiene checks (pass / warn / fail)
-    outcomes.csv   per example: clean correctness and the smallest eps that fooled it
-    run.json       the command, configuration, versions and device
-    state/         progress after every finished eps (a re-run of the same command resumes from it)
-    adv/           adversarial examples (safetensors) with --save-adv
+The files of the run directory are those of `results.rundir` (results, paired, hygiene and outcomes tables,
+run.json, state/ for resuming, adv/ with --save-adv).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from ..errors import UserError
-from ..utils import write_csv_atomic, write_json_atomic
 
-log = logging.getLogger(__name__)
-
-DEFAULT_EPS = {
-    ("mnist5k", "linf"): "0,0.05,0.1,0.2,0.3", ("mnist5k", "l2"): "0,0.5,1,2,3",
-    ("cifar10", "linf"): "0,1/255,2/255,4/255,8/255", ("cifar10", "l2"): "0,0.125,0.25,0.5,1",
-    ("imagefolder", "linf"): "0,1/255,2/255,4/255", ("imagefolder", "l2"): "0,0.25,0.5,1",
-}
+from ._common import print_hygiene, print_written
 
 
-class FileStore:
-    """Resumable progress as JSON files in a directory (atomic writes; unreadable files are ignored)."""
+def config_from(args: argparse.Namespace):  # noqa: ANN201 (EvalConfig, imported lazily)
+    from ..attacks.threat import parse_eps
+    from ..runners import EvalConfig
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, key: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_.#" else "_" for c in key)
-        return self.root / f"{safe}.json"
-
-    def load(self, key: str) -> dict[str, Any] | None:
-        p = self._path(key)
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            log.warning("ignoring unreadable progress file %s", p)
-            return None
-
-    def save(self, key: str, obj: dict[str, Any]) -> None:
-        write_json_atomic(self._path(key), obj)
+    return EvalConfig(checkpoints=tuple(args.checkpoint), attacks=tuple(args.attack or ["fgsm", "pgd"]),
+                      norm=args.norm, eps=tuple(parse_eps(args.eps)) if args.eps else None, steps=args.steps,
+                      restarts=args.restarts, step_size=args.step_size, random_start=not args.no_random_start,
+                      n=args.n, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset,
+                      data_root=args.data_root, device=args.device, hygiene=not args.no_hygiene, n_check=args.check_n)
 
 
-class AdvSaver:
-    """Collects fooled examples per (model, attack, eps) and writes adv/<model>__<attack>__eps<eps>.safetensors."""
+class ExternalAction(argparse.Action):
+    """--external SPEC starts a model; --weights / --name / --normalize that follow it describe it."""
 
-    def __init__(self, root: Path, suffix: str = "") -> None:
-        self.root, self.suffix = root, suffix
-        self.key: tuple[str, str, float] | None = None
-        self.idx: list[np.ndarray] = []
-        self.img: list[torch.Tensor] = []
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, opt: str | None = None
+                 ) -> None:
+        models = getattr(ns, "external", None) or []
+        if self.dest == "external":
+            models.append({"factory": value})
+        elif not models:
+            parser.error(f"{opt} describes the --external model before it: give --external first")
+        else:
+            models[-1][self.dest] = value
+        ns.external = models
 
-    def __call__(self, label: str, attack: str, eps: float, indices: np.ndarray, images: torch.Tensor) -> None:
-        key = (label, attack, float(eps))
-        if key != self.key:
-            self.flush()
-            self.key = key
-        self.idx.append(np.asarray(indices))
-        self.img.append(images)
 
-    def flush(self) -> None:
-        if self.key is None or not self.idx:
-            self.key, self.idx, self.img = None, [], []
-            return
-        from safetensors.torch import save_file
+def sources_from(args: argparse.Namespace) -> list[Any]:
+    """The checkpoints, then the external models, in the order given (dataset from --dataset or the checkpoints)."""
+    from ..runners.common import checkpoint_sources, dataset_description
+    from ..runners.external import ExternalModel, external_source
 
-        label, attack, eps = self.key
-        path = self.root / f"{label}__{attack}__eps{eps:g}{self.suffix}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("." + path.name + ".tmp")
-        save_file({"dataset_index": torch.from_numpy(np.concatenate(self.idx).astype(np.int64)),
-                   "images": torch.cat(self.img).contiguous()}, str(tmp),
-                  metadata={"model": label, "attack": attack, "eps": repr(eps)})
-        tmp.replace(path)
-        self.key, self.idx, self.img = None, [], []
+    sources = checkpoint_sources(list(args.checkpoint))
+    externals = getattr(args, "external", None) or []
+    if not sources and not externals:
+        raise UserError("give at least one --checkpoint DIR or --external FACTORY.")
+    if externals:
+        name = args.dataset or (sources[0].meta["dataset"]["name"] if sources else None)
+        if name is None:
+            raise UserError("--external models need --dataset (e.g. --dataset mnist5k).")
+        size = int(sources[0].meta["dataset"]["input_size"][-1]) if sources else 224
+        meta, probe = dataset_description(name, args.data_root, size)
+        for e in externals:
+            spec = ExternalModel(e["factory"], e.get("weights"), e.get("name"), _normalize(e.get("normalize")))
+            sources.append(external_source(spec, meta, probe))
+    from ..runners.common import unique_labels
+
+    for src, label in zip(sources, unique_labels([s.label for s in sources])):
+        src.label = label
+    return sources
+
+
+def _normalize(text: str | None) -> tuple[list[float], list[float]] | None:
+    if text is None:
+        return None
+    try:
+        mean, std = (([float(v) for v in part.split(",")]) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--normalize {text!r}: write MEAN[,MEAN,MEAN]/STD[,STD,STD], e.g. 0.1307/0.3081.") from None
+    return mean, std
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import distributed as D
-    from ..attacks.threat import check_norm
-    from ..checkpoint import package_versions, read_meta
-    from ..evaluate import EvalConfig, parse_eps, run_evaluation, summary_table
+    from ..results import AdvSaver, check_out_dir, collect, store_for, summary_table, write_run
+    from ..runners import evaluation_rows, plan_evaluation
 
-    if not args.checkpoint:
-        raise UserError("give at least one --checkpoint DIR.")
-    metas = [read_meta(c) for c in args.checkpoint]  # fails early on a missing or foreign checkpoint
-    norm = check_norm(args.norm)
-    dname = args.dataset or metas[0]["dataset"]["name"]
-    eps_text = args.eps or DEFAULT_EPS.get((dname, norm))
-    if eps_text is None:
-        raise UserError("give --eps for this dataset and norm.")
-    cfg = EvalConfig(checkpoints=list(args.checkpoint), attacks=list(args.attack or ["fgsm", "pgd"]), norm=norm,
-                     eps=parse_eps(eps_text), steps=args.steps, restarts=args.restarts, step_size=args.step_size,
-                     random_start=not args.no_random_start, n=args.n, batch_size=args.batch_size, seed=args.seed,
-                     dataset=args.dataset, data_root=args.data_root, device=args.device, hygiene=not args.no_hygiene,
-                     n_check=args.check_n)
-    cfg.specs()  # validates attack names, norms and step options before any work
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory.")
+    plan = plan_evaluation(config_from(args), sources_from(args))  # every input checked: nothing attacked yet
+    out = check_out_dir(args.out)
     ctx = D.init_distributed(args.device)
     try:
         t0 = time.perf_counter()
-        saver = AdvSaver(out / "adv", f".rank{ctx.rank}" if ctx.distributed else "") if args.save_adv else None
-        store = FileStore(out / "state")  # directory created with the first saved cell
-        ev = run_evaluation(cfg, store=store, progress=not args.quiet, on_adv=saver, ctx=ctx,
-                            after_cell=saver.flush if saver else None)
+        saver = AdvSaver(out, f".rank{ctx.rank}" if ctx.distributed else "") if args.save_adv else None
+        tables = collect(evaluation_rows(plan, store_for(out), progress=not args.quiet, on_adv=saver, ctx=ctx,
+                                         after_cell=saver.flush if saver else None))
         if saver:
             saver.flush()
         if not ctx.is_main:
             return 0
-        write_csv_atomic(ev.results, out / "results.csv")
-        write_csv_atomic(ev.paired, out / "paired.csv")
-        write_csv_atomic(ev.hygiene, out / "hygiene.csv")
-        write_csv_atomic(ev.outcomes, out / "outcomes.csv")
-        write_json_atomic(out / "run.json", {
-            "command": args.command_line, **ev.meta,
-            "versions": package_versions(), "seconds": time.perf_counter() - t0,
-            "checkpoints": {lab: {"path": c, "sha256": m["weights_sha256"], "model": m["model"]}
-                            for lab, c, m in zip(ev.meta["labels"], cfg.checkpoints, metas)},
-        })
-        _print_summary(ev, summary_table, out)
+        names = write_run(out, tables, {"command": args.command_line, **plan.meta(ctx.world_size),
+                                        "seconds": time.perf_counter() - t0})
+        _print_summary(tables, summary_table)
+        print_written(out, names)
     finally:
         D.cleanup()
     return 0
 
 
-def _print_summary(ev: Any, summary_table: Any, out: Path) -> None:
+def _print_summary(tables, summary_table) -> None:  # noqa: ANN001
     import pandas as pd
 
     with pd.option_context("display.width", 160, "display.max_columns", 40):
         print("robust accuracy (%), same examples for every model:")
-        print(summary_table(ev.results).to_string())
-    if not ev.hygiene.empty:
-        bad = ev.hygiene[ev.hygiene["status"] != "pass"]
-        counts = ev.hygiene["status"].value_counts().to_dict()
-        print(f"\nhygiene checks: {counts.get('pass', 0)} pass, {counts.get('warn', 0)} warn, "
-              f"{counts.get('fail', 0)} fail")
-        for _, r in bad.iterrows():
-            print(f"  {r['status'].upper():4s} {r['model']}: {r['check']} ({r['detail']}; value {r['value']:.4g})")
-    print(f"\nwrote {out}/results.csv, paired.csv, hygiene.csv, outcomes.csv, run.json")
+        print(summary_table(tables.results).to_string())
+    print_hygiene(tables.hygiene)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..attacks.registry import ATTACKS
-
     p = sub.add_parser("evaluate", help="attack sweeps over eps with hygiene checks and statistics",
                        description="Evaluate checkpoints under attacks over a list of eps, on the same examples. "
                                    "Example: robustbench-lr evaluate --checkpoint runs/lr7 --checkpoint runs/conv3 "
                                    "--attack fgsm --attack pgd --norm linf --eps 0,0.05,0.1,0.2,0.3 --steps 20 "
                                    "--n 1000 --out runs/eval1")
     p.add_argument("--checkpoint", action="append", default=[], metavar="DIR", help="checkpoint directory (repeat)")
+    p.add_argument("--external", action=ExternalAction, metavar="FACTORY",
+                   help="any nn.Module: 'package.module:factory' (called without arguments) or 'torchvision:NAME' "
+                        "(built with the dataset's classes); repeatable, mixed freely with --checkpoint")
+    p.add_argument("--weights", action=ExternalAction, metavar="FILE",
+                   help="weights of the --external before it: .safetensors, or a state dict (torch.load with "
+                        "weights_only=True; other pickles are refused)")
+    p.add_argument("--name", action=ExternalAction, metavar="LABEL", help="label of the --external before it")
+    p.add_argument("--normalize", action=ExternalAction, metavar="MEAN/STD",
+                   help="the --external before it expects normalised inputs, e.g. 0.4914,0.4822,0.4465/"
+                        "0.247,0.2435,0.2616 (put inside, so attacks still see [0, 1] pixels)")
     p.add_argument("--attack", action="append", default=None, metavar="NAME",
-                   help=f"repeatable; one of: {', '.join(ATTACKS)} (default: fgsm and pgd)")
+                   help="repeatable; see the README's attack table (default: fgsm and pgd)")
     p.add_argument("--norm", default="linf", help="linf | l2")
     p.add_argument("--eps", default=None, help="comma list, fractions allowed (e.g. 0,2/255,8/255); default per dataset")
     p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD (AutoAttack uses its reference 100)")
@@ -187,5 +148,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-adv", action="store_true", help="also save the adversarial examples (safetensors)")
     p.add_argument("--no-hygiene", action="store_true", help="skip the hygiene checks")
     p.add_argument("--check-n", type=int, default=200, help="clean-correct examples used by the hygiene checks")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=run)

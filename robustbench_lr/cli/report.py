@@ -7,8 +7,11 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from ..report import build_report
+    from ..results import check_out_file, load_runs
 
-    out = build_report(args.run_dirs, args.output)
+    pdf = check_out_file(args.output, (".pdf",), option="-o")
+    load_runs(args.run_dirs)  # the run directories are readable (else one clear error) before anything is written
+    out = build_report(args.run_dirs, pdf)
     print(f"wrote {out['pdf']} (tables as CSV, Markdown, LaTeX and JSON in {out['tables']})")
     if out["failed_checks"]:
         print(f"warning: {out['failed_checks']} hygiene check(s) failed; page 1 of the report says which.")

@@ -1,24 +1,24 @@
 """`robustbench-lr visualize`: one figure of a checkpoint's LR layers or captum attributions, written to --out.
 
-    robustbench-lr visualize --checkpoint DIR --index 3 --layer stages.1.0.spatial --pixel 3,3 --out fig.png
+    robustbench-lr visualize --checkpoint DIR --layer stages.1.0.spatial --pixel 3,3 --out fig.png
+    robustbench-lr visualize --checkpoint DIR --kind shift --index 459 --out shift.png
     robustbench-lr visualize --checkpoint DIR --list-layers
 
 Kinds (robustbench_lr.viz): weights (plot_pixel_weights, default), overlay (plot_weights_overlay), priors
 (plot_geometry_priors), evolution (plot_prior_evolution), shift (plot_attention_shift) and attributions
-(plot_attributions, any model). shift and attributions attack test image --index with the attack registry
-(--attack pgd, --eps per dataset by default, --steps 10). The figure is written atomically (a temporary file
-in the same directory, then a rename), PNG or PDF by the extension of --out, and its path is printed.
-Every check on the arguments runs before the attack and the figure, so bad input leaves no file.
+(plot_attributions, any model). The defaults are those of the report's figures (`runners.figures`): the image is
+the first of the evaluation subset that PGD (--steps, --eps: the dataset's figure default) fools, unless --index
+(a test-split index) names one; a figure of an example the attack did not fool says so in its title. --eps is
+validated as `evaluate` validates it. Every check runs before the attack and the figure, so bad input leaves no
+file; the figure is written atomically, PNG or PDF by the extension of --out, and its path is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from fractions import Fraction
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from ..errors import UserError
 
@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 KINDS = ("weights", "overlay", "priors", "evolution", "shift", "attributions")
 LR_KINDS = ("weights", "overlay", "priors", "evolution", "shift")
+EXAMPLE_KINDS = ("weights", "overlay", "shift", "attributions")
 FORMATS = {".png": "png", ".pdf": "pdf"}
-DEFAULT_EPS = {("mnist5k", "linf"): 0.1, ("mnist5k", "l2"): 1.0, ("cifar10", "linf"): 8 / 255,
-               ("cifar10", "l2"): 0.5, ("imagefolder", "linf"): 4 / 255, ("imagefolder", "l2"): 1.0}
+FIGURE_SUBSET = 64  # the report's figures choose their example among the first 64 evaluation examples
 
 
 def parse_pixel(text: str | None) -> tuple[int, int] | None:
@@ -43,29 +43,30 @@ def parse_pixel(text: str | None) -> tuple[int, int] | None:
     return row, col
 
 
-def parse_eps(text: str) -> float:
-    try:
-        eps = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"cannot parse --eps {text!r}; use a number or a fraction such as 8/255.") from None
+def figure_eps(text: str | None, dataset: str, norm: str, input_size: tuple[int, ...]) -> float:
+    """The attack strength of a figure: --eps (validated as `evaluate` validates it), else the dataset's figure
+    default (attacks.threat.EPS_DEFAULTS)."""
+    from ..attacks.threat import default_eps, parse_eps, validate_eps
+
+    vals = parse_eps(text) if text is not None else default_eps(dataset, norm, "figure")
+    if len(vals) != 1:
+        raise UserError(f"--eps takes one value for a figure; got {text!r}.")
+    eps = validate_eps(vals, norm, input_size)[0]
     if eps <= 0:
-        raise UserError(f"--eps must be > 0; got {text!r}.")
+        raise UserError(f"--eps must be > 0 for a figure of an attack; got {text!r}.")
     return eps
 
 
 def _out_path(text: str | None) -> tuple[Path, str]:
+    from ..results import check_out_file
+
     if not text:
         raise UserError("give --out FILE.png (or .pdf) for the figure, or --list-layers to list the LR layers.")
-    out = Path(text).expanduser()
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise UserError(f"--out {out}: the extension must be .png or .pdf (it picks the format).")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'fig.png'}.")
-    return out, fmt
+    out = check_out_file(text, tuple(FORMATS))
+    return out, FORMATS[out.suffix.lower()]
 
 
-def list_layers(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
+def list_layers(model: Any, input_size: tuple[int, ...]) -> str:
     """The table printed by --list-layers."""
     from ..viz.geometry import layer_geometry
     from ..viz.layers import lr_layers, no_lr_layers_error
@@ -82,44 +83,21 @@ def list_layers(model: torch.nn.Module, input_size: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def _adversarial(model: torch.nn.Module, x: torch.Tensor, y: int, args: argparse.Namespace, dataset: str,
-                 num_classes: int) -> torch.Tensor:
-    from ..attacks.registry import AttackSpec, build_attack, random_targets
-    from ..attacks.sweep import prepare_for_attack
-
-    spec = AttackSpec(args.attack, norm=args.norm, steps=args.steps)
-    eps = parse_eps(args.eps) if args.eps is not None else DEFAULT_EPS.get((dataset, spec.norm))
-    if eps is None:
-        raise UserError(f"give --eps for dataset {dataset!r} and norm {spec.norm}.")
-    prepare_for_attack(model)
-    atk = build_attack(spec, model, eps, num_classes, args.seed)
-    yy = torch.tensor([y], device=x.device)
-    targets = random_targets(yy, num_classes, args.seed).to(x.device) if spec.targeted == "random" else None
-    torch.manual_seed(args.seed)
-    log.info("attacking test image %d with %s (%s, eps=%g, %d steps)", args.index, spec.name, spec.norm, eps,
-             spec.steps)
-    return atk(x[None], yy, targets)[0].detach()
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model, read_meta
-    from ..utils import atomic_write, resolve_device
+def _checks(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Every check on the arguments, before any attack or figure."""
+    from ..attacks.threat import check_norm
     from ..viz import geometry as G
     from ..viz import layers as L
 
-    meta = read_meta(args.checkpoint)
-    device = resolve_device(args.device)
-    model = load_model(args.checkpoint, device=device)
     input_size = tuple(int(v) for v in meta["dataset"]["input_size"])
-    if args.list_layers:
-        print(list_layers(model, input_size))
-        return 0
-
-    # ---- every check before any work
     out, fmt = _out_path(args.out)
     pixel = parse_pixel(args.pixel)
-    if args.index < 0:
+    if args.index is not None and args.index < 0:
         raise UserError(f"--index must be >= 0; got {args.index}.")
+    if args.attack != "pgd":
+        raise UserError(f"--attack {args.attack!r}: figures use PGD (the report's attack).")
+    norm = check_norm(args.norm)
+    eps = figure_eps(args.eps, args.dataset or meta["dataset"]["name"], norm, input_size)
     if args.kind in LR_KINDS:
         what = "learned geometry priors" if args.kind in ("priors", "evolution") else "pairwise weights"
         if not L.lr_layers(model):
@@ -128,47 +106,64 @@ def run(args: argparse.Namespace) -> int:
             name, _ = L.resolve_layer(model, args.layer, what)
             if args.kind != "priors":
                 G.resolve_pixel(G.layer_geometry(model, input_size)[name], pixel)
+    methods = None
     if args.kind == "attributions":
         from ..viz.attributions import check_methods
 
         methods = check_methods(args.methods)
+    return {"out": out, "fmt": fmt, "pixel": pixel, "eps": eps, "norm": norm, "methods": methods}
 
-    # ---- the image (and its attacked version)
-    x = y = x_adv = None
-    if args.kind not in ("priors", "evolution"):
-        from ..data import load_dataset
 
-        dname = args.dataset or meta["dataset"]["name"]
-        ds = load_dataset(dname, "test", args.data_root, image_size=int(input_size[-1]),
-                          split_seed=meta["dataset"].get("split_seed") or 0)
-        if args.index >= len(ds):
-            raise UserError(f"--index {args.index} is out of range: the {dname} test split has {len(ds)} images "
-                            f"(0..{len(ds) - 1}).")
-        x, y = ds[args.index]
-        x = x.to(device)
-        if args.kind in ("shift", "attributions"):
-            x_adv = _adversarial(model, x, int(y), args, dname, int(meta["dataset"]["num_classes"]))
+def _example(args: argparse.Namespace, model: Any, src: Any, c: dict[str, Any], device: Any) -> Any:
+    """The example of the figure (as the report chooses it) and its adversarial version."""
+    from ..attacks import prepare_for_attack
+    from ..runners.common import load_eval_set
+    from ..runners.figures import select_example, with_example
 
-    # ---- the figure
+    es = load_eval_set([src], args.dataset, args.data_root, FIGURE_SUBSET)
+    x, y, indices = with_example(es, args.index, args.data_root)
+    sel = select_example(prepare_for_attack(model), x, y, indices, eps=c["eps"], norm=c["norm"], steps=args.steps,
+                         seed=args.seed, num_classes=es.num_classes, device=device, index=args.index)
+    log.info("%s", sel.example.describe(f"PGD-{args.steps} {c['norm']} eps={c['eps']:g}"))
+    return sel
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runners.common import checkpoint_sources
+    from ..utils import atomic_write, resolve_device
+
+    src = checkpoint_sources([args.checkpoint])[0]
+    device = resolve_device(args.device)
+    model = src.load(device)
+    if args.list_layers:
+        print(list_layers(model, tuple(int(v) for v in src.meta["dataset"]["input_size"])))
+        return 0
+    c = _checks(args, model, src.meta)
+    sel = _example(args, model, src, c, device) if args.kind in EXAMPLE_KINDS else None
+    fig = _figure(args, model, sel, c)
+    atomic_write(c["out"], lambda fh: fig.savefig(fh, format=c["fmt"], dpi=args.dpi), mode="wb")
+    print(c["out"])
+    return 0
+
+
+def _figure(args: argparse.Namespace, model: Any, sel: Any, c: dict[str, Any]) -> Any:
     from .. import viz
 
+    x = sel.x.to(next(model.parameters()).device) if sel is not None else None
     if args.kind == "weights":
-        fig = viz.plot_pixel_weights(model, x, args.layer, pixel)
-    elif args.kind == "overlay":
-        fig = viz.plot_weights_overlay(model, x, args.layer, pixel)
-    elif args.kind == "priors":
-        fig = viz.plot_geometry_priors(model, args.layer, logits=args.logits)
-    elif args.kind == "evolution":
-        fig = viz.plot_prior_evolution(model)
-    elif args.kind == "shift":
-        fig = viz.plot_attention_shift(model, x, x_adv, args.layer, pixel)
-    else:
-        target = int(y) if args.target is None else args.target
-        fig = viz.plot_attributions(model, x, x_adv, target, methods, n_steps=args.n_steps, window=args.window,
-                                    seed=args.seed)
-    atomic_write(out, lambda fh: fig.savefig(fh, format=fmt, dpi=args.dpi), mode="wb")
-    print(out)
-    return 0
+        return viz.plot_pixel_weights(model, x, args.layer, c["pixel"])
+    if args.kind == "overlay":
+        return viz.plot_weights_overlay(model, x, args.layer, c["pixel"])
+    if args.kind == "priors":
+        return viz.plot_geometry_priors(model, args.layer, logits=args.logits)
+    if args.kind == "evolution":
+        return viz.plot_prior_evolution(model)
+    x_adv = sel.x_ex_adv.to(x.device)
+    if args.kind == "shift":
+        return viz.plot_attention_shift(model, x, x_adv, args.layer, c["pixel"])
+    target = sel.example.label if args.target is None else args.target
+    return viz.plot_attributions(model, x, x_adv, target, c["methods"], n_steps=args.n_steps, window=args.window,
+                                 seed=args.seed)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -184,12 +179,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default=None, help="LR layer name from --list-layers (default: the first)")
     p.add_argument("--pixel", default=None, metavar="ROW,COL",
                    help="output pixel on the layer's grid (default: its centre)")
-    p.add_argument("--index", type=int, default=0, help="image index in the test split (default 0)")
+    p.add_argument("--index", type=int, default=None,
+                   help="test-split index of the image (default: the first evaluation example PGD fools, as in the "
+                        "report)")
     p.add_argument("--out", default=None, metavar="FILE", help="figure file, .png or .pdf")
-    p.add_argument("--attack", default="pgd", help="attack for shift/attributions (default pgd)")
+    p.add_argument("--attack", default="pgd", help="attack of the figures (pgd)")
     p.add_argument("--norm", default="linf", help="linf | l2")
-    p.add_argument("--eps", default=None, help="attack strength, fractions allowed (default: 0.1 on mnist5k, "
-                                               "8/255 on cifar10, 4/255 on imagefolder for linf)")
+    p.add_argument("--eps", default=None, help="attack strength, fractions allowed (default: the dataset's figure "
+                                               "eps, 0.1 on mnist5k and 8/255 on cifar10 for linf)")
     p.add_argument("--steps", type=int, default=10, help="attack iterations (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack and of GradientShap")
     p.add_argument("--methods", default="IntegratedGradients,Saliency,GradientShap,Occlusion",

@@ -2,27 +2,15 @@
 
 - `transforms`: rotate, translate, scale, affine, flow_warp, elastic (grid_sample based) and the registry
   `DEFORMATIONS` of random deformations with one named strength each;
-- `spatial`: worst-of-k, grid, flow (stAdv-style PGD) and affine-PGD attacks with bound checks;
-- `runners`: `random_sweep` and `adversarial_sweep`, returning tidy rows (results.py schema, family "deform").
+- `spatial`: worst-of-k, grid, flow (stAdv-style PGD) and affine-PGD attacks;
+- `bounds`: their bounds and the checks every result must pass.
+The sweeps over strengths live in `runners.deform_sweep`.
 """
 
-from .runners import adversarial_sweep, method_options, random_sweep
-from .spatial import (
-    ATTACKS,
-    SpatialBounds,
-    SpatialBoundViolation,
-    SpatialResult,
-    affine_pgd,
-    check_bounds,
-    check_spatial,
-    engstrom_bounds,
-    flow,
-    flow_bounds,
-    grid,
-    grid_transforms,
-    render,
-    worst_of_k,
-)
+from .bounds import (SpatialBounds, SpatialBoundViolation, check_bounds, check_max_flow, check_max_rotation,
+                     check_spatial, engstrom_bounds, flow_bounds, render)
+from .photometric import offset
+from .spatial import ATTACKS, STRENGTH, SpatialResult, affine_pgd, flow, grid, grid_transforms, worst_of_k
 from .transforms import (
     CIFAR10C_ELASTIC,
     DEFORMATIONS,
@@ -39,9 +27,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "ATTACKS", "CIFAR10C_ELASTIC", "DEFORMATIONS", "FILLS", "Deformation", "SpatialBoundViolation", "SpatialBounds",
-    "SpatialResult", "adversarial_sweep", "affine", "affine_pgd", "check_bounds", "check_spatial",
-    "cifar10c_elastic_params", "elastic", "engstrom_bounds", "flow", "flow_bounds", "flow_warp", "get_deformation",
-    "grid", "grid_transforms", "method_options", "random_sweep", "render", "rotate", "scale", "translate",
-    "worst_of_k",
+    "ATTACKS", "CIFAR10C_ELASTIC", "DEFORMATIONS", "FILLS", "STRENGTH", "Deformation", "SpatialBoundViolation",
+    "SpatialBounds", "SpatialResult", "affine", "affine_pgd", "check_bounds", "check_max_flow", "check_max_rotation",
+    "check_spatial", "cifar10c_elastic_params", "elastic", "engstrom_bounds", "flow", "flow_bounds", "flow_warp",
+    "get_deformation", "grid", "grid_transforms", "offset", "render", "rotate", "scale", "translate", "worst_of_k",
 ]

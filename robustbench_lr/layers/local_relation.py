@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError, check_choice, check_odd_kernel, check_positive_int
-from . import lr_ops
+from . import lr_cpu, lr_ops
 from .lr_ops import APPEARANCES, BORDERS, local_relation, local_relation_weights, output_size
+from .pointwise import PointwiseConv2d, pointwise_conv
 
 GEOMETRIES = ("mlp", "table", None)
 GEOMETRY_INPUTS = ("normalized", "pixels")
@@ -32,6 +32,33 @@ GEOMETRY_INPUTS = ("normalized", "pixels")
 def implementations() -> tuple[str, ...]:  # noqa: D401
     """Names accepted by `impl` ('auto' picks the fastest available on the input's device)."""
     return ("auto", *lr_ops.IMPLS)
+
+
+def _check_args(channels: int, kernel_size: int, channel_sharing: int, appearance: str | None,
+                geometry: str | None, border: str, stride: int, geometry_input: str, impl: str) -> None:
+    check_odd_kernel("kernel_size", kernel_size)
+    check_positive_int("channels", channels)
+    check_positive_int("channel_sharing", channel_sharing)
+    if channels % channel_sharing:
+        raise UserError(
+            f"channels={channels} is not divisible by channel_sharing={channel_sharing}; choose "
+            f"channel_sharing among the divisors of {channels} "
+            f"({', '.join(str(d) for d in range(1, channels + 1) if channels % d == 0)})."
+        )
+    check_choice("appearance", appearance, APPEARANCES)
+    check_choice("geometry", geometry, GEOMETRIES)
+    check_choice("border", border, BORDERS)
+    check_choice("geometry_input", geometry_input, GEOMETRY_INPUTS)
+    check_choice("impl", impl, implementations())
+    check_positive_int("stride", stride)
+
+
+def _window_offsets(k: int, geometry_input: str) -> Tensor:
+    """(k*k, 2) relative offsets (dy, dx), row-major from (-r, -r); divided by r when 'normalized'."""
+    r = k // 2
+    dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    offsets = torch.stack([dy, dx], dim=-1).reshape(k * k, 2).float()
+    return offsets / r if geometry_input == "normalized" and r > 0 else offsets
 
 
 class LocalRelation2d(nn.Module):
@@ -73,22 +100,7 @@ class LocalRelation2d(nn.Module):
         impl: str = "auto",
     ) -> None:
         super().__init__()
-        check_odd_kernel("kernel_size", kernel_size)
-        check_positive_int("channels", channels)
-        check_positive_int("channel_sharing", channel_sharing)
-        if channels % channel_sharing:
-            raise UserError(
-                f"channels={channels} is not divisible by channel_sharing={channel_sharing}; choose "
-                f"channel_sharing among the divisors of {channels} "
-                f"({', '.join(str(d) for d in range(1, channels + 1) if channels % d == 0)})."
-            )
-        check_choice("appearance", appearance, APPEARANCES)
-        check_choice("geometry", geometry, GEOMETRIES)
-        check_choice("border", border, BORDERS)
-        check_choice("geometry_input", geometry_input, GEOMETRY_INPUTS)
-        check_choice("impl", impl, implementations())
-        check_positive_int("stride", stride)
-
+        _check_args(channels, kernel_size, channel_sharing, appearance, geometry, border, stride, geometry_input, impl)
         self.channels = channels
         self.kernel_size = kernel_size
         self.channel_sharing = channel_sharing
@@ -98,32 +110,22 @@ class LocalRelation2d(nn.Module):
         self.border = border
         self.stride = stride
         self.impl = impl
-        g, k = self.groups, kernel_size
-
+        self.geometry_input = geometry_input
+        g = self.groups
         if appearance is not None:
             self.query = nn.Conv2d(channels, g, 1, stride=stride, bias=True)
             self.key = nn.Conv2d(channels, g, 1, bias=True)
         else:
             self.query = self.key = None
-
-        r = k // 2
-        dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
-        offsets = torch.stack([dy, dx], dim=-1).reshape(k * k, 2).float()  # (k*k, 2), row-major (dy, dx)
-        if geometry_input == "normalized" and r > 0:
-            offsets = offsets / r
-        self.register_buffer("offsets", offsets, persistent=False)
-        self.geometry_input = geometry_input
+        self.register_buffer("offsets", _window_offsets(kernel_size, geometry_input), persistent=False)
+        self.geometry_mlp = self.geometry_table = None
         if geometry == "mlp":
             hidden = geometry_hidden if geometry_hidden is not None else 32
             self.geometry_mlp = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, g))
-            self.geometry_table = None
         elif geometry == "table":
-            self.geometry_mlp = None
-            self.geometry_table = nn.Parameter(torch.zeros(g, k * k))
-        else:
-            self.geometry_mlp = self.geometry_table = None
-
-        self.proj = nn.Conv2d(channels, channels, 1, bias=bias)
+            self.geometry_table = nn.Parameter(torch.zeros(g, kernel_size * kernel_size))
+        self._prior_cache: tuple | None = None  # (key, table) of the frozen geometry MLP, see geometry_prior
+        self.proj = PointwiseConv2d(channels, channels, bias=bias)
         self.reset_parameters_()
 
     def reset_parameters_(self) -> None:
@@ -150,12 +152,27 @@ class LocalRelation2d(nn.Module):
                 f"stride={self.stride}, impl={self.impl!r}")
 
     def geometry_prior(self) -> Tensor | None:
-        """The learned prior as (G, k*k) logits (offsets row-major from (-r, -r)), or None."""
-        if self.geometry_mlp is not None:
-            return self.geometry_mlp(self.offsets).t()  # (k*k, G) -> (G, k*k)
+        """The learned prior as (G, k*k) logits (offsets row-major from (-r, -r)), or None.
+
+        The MLP's table depends on its parameters only. When none of them requires grad (attacks,
+        `requires_grad_(False)`), it is computed once and reused until a parameter or the offsets change
+        (identity, storage or in-place version), so frozen models skip the MLP on every call."""
         if self.geometry_table is not None:
             return self.geometry_table
-        return None
+        if self.geometry_mlp is None:
+            return None
+        tensors = (self.offsets, *self.geometry_mlp.parameters())
+        if any(t.requires_grad for t in tensors):
+            return self.geometry_mlp(self.offsets).t()  # (k*k, G) -> (G, k*k)
+        key = tuple((t, t.data_ptr(), t._version) for t in tensors)
+        cached = self._prior_cache
+        if cached is not None and len(cached[0]) == len(key) and all(
+                a[0] is b[0] and a[1:] == b[1:] for a, b in zip(cached[0], key)):
+            return cached[1]
+        with torch.no_grad():
+            table = self.geometry_mlp(self.offsets).t().contiguous()
+        self._prior_cache = (key, table)
+        return table
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4:
@@ -164,30 +181,39 @@ class LocalRelation2d(nn.Module):
             raise UserError(f"LocalRelation2d has channels={self.channels} but the input has {x.shape[1]} "
                             f"channels (shape {tuple(x.shape)}).")
 
+    def _qk(self, x: Tensor) -> Tensor:
+        """Queries and keys from one 1x1 projection (the parameters stay separate), on the full grid:
+        (N, 2G, H, W), queries in channels :G. One matrix product with twice the outputs instead of two
+        small convs (oneDNN is several times slower on those, see pointwise.py)."""
+        w = torch.cat([self.query.weight, self.key.weight])
+        b = torch.cat([self.query.bias, self.key.bias])
+        return pointwise_conv(x, w, b)
+
+    def _prior(self, x: Tensor) -> Tensor | None:
+        geo = self.geometry_prior()  # (G, k*k)
+        return geo.to(x.dtype) if geo is not None else None
+
     def _embed(self, x: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         q = key = None
         if self.query is not None:
-            # One conv for both projections (the parameters stay separate): oneDNN is several times slower on
-            # two convs with few output channels than on one with twice as many. A strided query is the
-            # full-grid query subsampled, exactly what a stride-s 1x1 conv computes.
-            g = self.groups
-            w = torch.cat([self.query.weight, self.key.weight])
-            b = torch.cat([self.query.bias, self.key.bias])
-            qk = F.conv2d(x, w, b)  # (N, 2G, H, W)
-            s = self.stride
+            # A strided query is the full-grid query subsampled, exactly what a stride-s 1x1 conv computes.
+            g, s = self.groups, self.stride
+            qk = self._qk(x)  # (N, 2G, H, W)
             q = qk[:, :g] if s == 1 else qk[:, :g, ::s, ::s]  # (N, G, Ho, Wo)
             key = qk[:, g:]  # (N, G, H, W)
-        geo = self.geometry_prior()  # (G, k*k)
-        if geo is not None:
-            geo = geo.to(x.dtype)
-        return q, key, geo
+        return q, key, self._prior(x)
 
     def aggregate(self, x: Tensor) -> Tensor:
         """The aggregation of Eq. 2 before the trailing 1x1 conv: (N, C, Ho, Wo)."""
         self._check_input(x)
+        kw = dict(kernel_size=self.kernel_size, stride=self.stride, appearance=self.appearance, border=self.border,
+                  groups=self.groups)
+        if (self.query is not None and lr_ops.resolve_impl(self.impl, x.device) == "cpu"
+                and lr_cpu.fused_available(x, self.kernel_size)):
+            # the kernel reads queries and keys from the projection's output directly and returns one gradient
+            return lr_cpu.local_relation_fused(x, self._qk(x), self._prior(x), **kw)
         q, key, geo = self._embed(x)
-        return local_relation(x, q, key, geo, kernel_size=self.kernel_size, stride=self.stride,
-                              appearance=self.appearance, border=self.border, groups=self.groups, impl=self.impl)
+        return local_relation(x, q, key, geo, impl=self.impl, **kw)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.aggregate(x))

@@ -1,6 +1,7 @@
 """Input normalization as model buffers, so every model takes [0, 1] pixels.
 
-Status: standard practice (RobustBench model zoo); attacks and deformations never see normalized tensors.
+Status: standard practice (RobustBench model zoo); attacks and deformations never see normalized tensors. The
+per-dataset statistics live with the datasets (`robustbench_lr.data`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 from torch import Tensor
-
-# Per-dataset channel statistics of [0, 1] pixels.
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class InputNormalize(nn.Module):

@@ -8,7 +8,6 @@ rebuild it.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def _lookup(name: str) -> tuple[Callable[..., nn.Module], ModelInfo]:
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UserError(f"unknown model {name!r}.{hint} Run `robustbench-lr models` to list them.")
+        raise UserError(f"unknown model {name!r}.{suggest(name, _MODELS, cutoff=0.5)} Run `robustbench-lr models` to "
+                        f"list them.")
     return _MODELS[name]
 
 

@@ -41,6 +41,8 @@ class ResNetSpec:
         stem_kernel_size: k of the stem's spatial operator; None means 7 for 'imagenet' stems and
             `kernel_size` for 'small' stems (so a kernel-size sweep changes every operator of a small net).
         stem_stride: stride of the stem's spatial operator; None means 2 for 'imagenet' stems, 1 for 'small'.
+        stem_spatial: the stem's operator, 'conv' or 'lr'; None means `spatial` (an LR-Net's stem is then a 1x1
+            conv followed by an LR layer; 'conv' gives an LR-Net a k x k conv stem, the fragility ablation).
     """
 
     layers: tuple[int, ...]
@@ -53,6 +55,7 @@ class ResNetSpec:
     kernel_size: int = 3
     stem_kernel_size: int | None = None
     stem_stride: int | None = None
+    stem_spatial: str | None = None
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 1, stride: int = 1) -> list[nn.Module]:
@@ -140,10 +143,11 @@ class ResNet(nn.Module):
         stride0 = spec.stem_stride or (2 if spec.stem == "imagenet" else 1)
         if spec.stem not in ("imagenet", "small"):
             raise UserError(f"stem must be 'imagenet' or 'small'; got {spec.stem!r}.")
-        if spec.spatial == "conv":
+        stem_op = spec.stem_spatial or spec.spatial
+        if stem_op == "conv":
             stem: list[nn.Module] = conv_bn_relu(in_chans, sw, stem_k, stride0)
         else:  # relational stem: key/query from raw pixels are too weak, so lift with a 1x1 conv first
-            stem = [*conv_bn_relu(in_chans, sw, 1), create_spatial(spec.spatial, sw, stem_k, stride0, **spatial_kwargs),
+            stem = [*conv_bn_relu(in_chans, sw, 1), create_spatial(stem_op, sw, stem_k, stride0, **spatial_kwargs),
                     nn.BatchNorm2d(sw), nn.ReLU(inplace=True)]
         if spec.stem == "imagenet":
             stem.append(nn.MaxPool2d(3, stride=2, padding=1))

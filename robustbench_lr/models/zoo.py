@@ -24,7 +24,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import UserError
-from ..layers.normalize import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD
+from ..data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD
 from ._registry import ModelInfo, register_model
 from .resnet import AfterBlock, AttachHook, ResNet, ResNetSpec
 
@@ -56,20 +56,23 @@ def scale_channels(c: int, width: float, multiple: int = 1) -> int:
 def build_resnet(spec: ResNetSpec, *, num_classes: int, in_chans: int, kernel_size: int, width: float = 1.0,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  zero_init_residual: bool = True, stem_kernel_size: int | None = None,
-                 after_block: AfterBlock | None = None, attach: AttachHook | None = None,
-                 **spatial_kwargs: Any) -> ResNet:
+                 stem_spatial: str | None = None, after_block: AfterBlock | None = None,
+                 attach: AttachHook | None = None, **spatial_kwargs: Any) -> ResNet:
     """Build the skeleton from a base spec.
 
     `width` multiplies every channel count; the channels of LR operators (bottleneck widths and the stem)
-    are rounded up to a multiple of `channel_sharing`, so LR-Net's 100 becomes 104 for m = 8.
+    are rounded up to a multiple of `channel_sharing`, so LR-Net's 100 becomes 104 for m = 8. `stem_spatial`
+    ('conv' | 'lr', default: the skeleton's operator) swaps the stem's operator alone.
     """
+    if stem_spatial is not None and stem_spatial not in ("conv", "lr"):
+        raise UserError(f"stem_spatial must be 'conv' or 'lr'; got {stem_spatial!r}.")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise UserError(f"width must be a positive number; got {width!r}.")
     m = spatial_kwargs.get("channel_sharing", 8) if spec.spatial == "lr" else 1
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
         raise UserError(f"channel_sharing must be a positive integer; got {m!r}.")
     spec = replace(
-        spec, kernel_size=kernel_size, stem_kernel_size=stem_kernel_size,
+        spec, kernel_size=kernel_size, stem_kernel_size=stem_kernel_size, stem_spatial=stem_spatial,
         widths=tuple(scale_channels(c, width, m) for c in spec.widths),
         out_channels=tuple(scale_channels(c, width) for c in spec.out_channels),
         stem_width=scale_channels(spec.stem_width, width, m),
@@ -87,10 +90,11 @@ def _register(name: str, base: ResNetSpec, input_size: tuple[int, int, int], num
 
     def builder(num_classes: int, in_chans: int, kernel_size: int, width: float = 1.0,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                zero_init_residual: bool = True, stem_kernel_size: int | None = None, **spatial_kwargs: Any) -> nn.Module:
+                zero_init_residual: bool = True, stem_kernel_size: int | None = None,
+                stem_spatial: str | None = None, **spatial_kwargs: Any) -> nn.Module:
         return build_resnet(base, num_classes=num_classes, in_chans=in_chans, kernel_size=kernel_size, width=width,
                             mean=mean, std=std, zero_init_residual=zero_init_residual,
-                            stem_kernel_size=stem_kernel_size, **spatial_kwargs)
+                            stem_kernel_size=stem_kernel_size, stem_spatial=stem_spatial, **spatial_kwargs)
 
     builder.__name__ = name
     register_model(info)(builder)

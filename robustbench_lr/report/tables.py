@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..results import fmt_strength
+from ..results.table import fmt_strength
 
 BEST_MARK = "*"
 MATRIX_MODELS = 4  # above this many models the hygiene table is drawn as a model x check matrix
@@ -133,7 +133,7 @@ def kernel_summary(results: pd.DataFrame, perturbations: list[tuple[str, float]]
     for i, row in agg.iterrows():
         sub = g.get_group((row["model_name"], row["kernel_size"], row["column"]))
         if len(sub) >= 2:
-            from ..results import t_interval
+            from ..results.stats import t_interval
 
             agg.at[i, "ci_low"], agg.at[i, "ci_high"] = t_interval(sub["accuracy"].to_numpy())
         else:

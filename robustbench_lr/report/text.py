@@ -92,7 +92,7 @@ def describe_deform(results: pd.DataFrame) -> list[str]:
 
 def describe_kernel(results: pd.DataFrame, columns: list[tuple[str, str, float]]) -> list[str]:
     """Per model family and panel: accuracy at the smallest vs the largest kernel size, over seeds."""
-    from ..results import t_interval
+    from ..results.stats import t_interval
 
     out = []
     if "kernel_size" not in results.columns or results["kernel_size"].nunique() < 2:

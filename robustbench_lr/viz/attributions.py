@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 from . import _draw as D
 from .layers import as_batch, eval_mode, model_label
 
@@ -48,8 +48,6 @@ DEFAULT_METHODS = ("IntegratedGradients", "Saliency", "GradientShap", "Occlusion
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     """Validate method names (case-insensitive); returns them in captum's spelling."""
-    import difflib
-
     if isinstance(methods, str):
         methods = [m for m in methods.split(",") if m.strip()]
     by_lower = {m.lower(): m for m in METHODS}
@@ -57,9 +55,8 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     for m in methods:
         key = str(m).strip().lower()
         if key not in by_lower:
-            close = difflib.get_close_matches(str(m), METHODS, n=2, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise UserError(f"unknown attribution method {m!r}.{hint} Available: {', '.join(METHODS)}.")
+            raise UserError(f"unknown attribution method {m!r}.{suggest(str(m), METHODS, 0.5)} Available: "
+                            f"{', '.join(METHODS)}.")
         out.append(by_lower[key])
     if not out:
         raise UserError(f"give at least one attribution method ({', '.join(METHODS)}).")

@@ -14,14 +14,13 @@ Status: working on the repository's LR models (tested on lrnet_tiny).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 from ..layers.local_relation import LocalRelation2d
 
 
@@ -62,12 +61,8 @@ def resolve_layer(model: nn.Module, layer: str | None, what: str = "pairwise wei
         return name, layers[name]
     if layer in layers:
         return layer, layers[layer]
-    names = list(layers)
-    close = difflib.get_close_matches(str(layer), names, n=3, cutoff=0.5)
-    ordered = close + [n for n in names if n not in close]
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise UserError(f"{model_label(model)} has no local relation layer {layer!r}.{hint} Valid layers: "
-                    f"{', '.join(ordered)}.")
+    raise UserError(f"{model_label(model)} has no local relation layer {layer!r}.{suggest(str(layer), layers, 0.5)} "
+                    f"Valid layers: {', '.join(layers)}.")
 
 
 # ---------------------------------------------------------------------------------------------- running the model

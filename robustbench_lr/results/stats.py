@@ -4,7 +4,9 @@
 - `mcnemar_exact(b, c)`: the exact McNemar test of paired outcomes, i.e. a two-sided binomial test of the
   b discordant pairs out of b + c against p = 1/2.
 - `paired_comparisons`: for every pair of models evaluated on the same examples, the discordant counts, the
-  accuracy difference with a Newcombe-style interval approximation, and the McNemar p-value.
+  accuracy difference and the McNemar p-value.
+- `t_interval(values)`: mean +- t-quantile x standard error over independent draws (random deformations,
+  training seeds).
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     lo = 0.0 if k <= 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
     hi = 1.0 if k >= n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return lo, hi
+
+
+def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean +- t-quantile * standard error over independent draws, clipped to [0, 1] (NaNs for fewer than 2)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return math.nan, math.nan
+    m, se = float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
+    h = float(stats.t.ppf(0.5 + level / 2, v.size - 1)) * se
+    return max(0.0, m - h), min(1.0, m + h)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

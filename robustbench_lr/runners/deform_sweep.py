@@ -1,6 +1,6 @@
-"""Deformation runners: random severity sweeps and adversarial spatial sweeps, returning tidy rows (no file I/O).
+"""Deformation sweeps: random severity sweeps and adversarial spatial sweeps, returning tidy rows (no file I/O).
 
-Rows follow `results.py`: family="deform", perturbation=<deformation or attack name>, param_name=<its one named
+Rows follow `results.table`: family="deform", perturbation=<deformation or attack name>, param_name=<its one named
 strength>, param_value (float), integer counts; `results.finalize` adds accuracy and Clopper-Pearson intervals
 where a row has none.
 
@@ -13,7 +13,7 @@ would all be identical (a deterministic deformation: scale, rotate with sign='fi
 direction; or the identity strength 0 / factor 1) are evaluated once whatever `draws` says: the row says
 draws=1 and gets a Clopper-Pearson interval instead of a zero-width t-interval.
 
-`adversarial_sweep` follows the eps-sweep engine's semantics (`attacks.sweep`): bounds ascending, clean-
+`adversarial_sweep` follows the eps-sweep engine's semantics (`runners.eps_sweep`): bounds ascending, clean-
 misclassified examples never attacked, an example fooled at a smaller bound counts as fooled at every larger
 one (its transform lies inside every larger box), only still-robust examples attacked at the next bound, every
 result checked against its bounds (`spatial.check_spatial`) and "fooled" decided by a separate fp32 forward
@@ -35,11 +35,13 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..attacks.sweep import cell_seed, predict
+from ..attacks.prepare import predict
+from ..deform import bounds as B
+from ..deform import spatial as S
+from ..deform.transforms import Deformation, check_fill, get_deformation, validate_strengths
 from ..errors import UserError, check_choice, check_positive_int
-from ..results import t_interval
-from . import spatial as S
-from .transforms import Deformation, check_fill, get_deformation, validate_strengths
+from ..results.stats import t_interval
+from .common import cell_seed
 
 log = logging.getLogger(__name__)
 BLOCK = 64
@@ -49,7 +51,7 @@ GRID_EXAMPLES_PER_CALL = 8192
 # ---------------------------------------------------------------------------------------------- helpers
 def _check_inputs(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> None:
     if model.training:
-        raise UserError("the model must be in eval mode (use attacks.sweep.prepare_for_attack).")
+        raise UserError("the model must be in eval mode (use attacks.prepare_for_attack).")
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         raise UserError("x must be a floating-point (N, C, H, W) tensor of [0, 1] pixels.")
     if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
@@ -87,6 +89,21 @@ class _DrawParams:
 
 
 # ---------------------------------------------------------------------------------------------- random sweep
+def _draw_correct(model: nn.Module, x: Tensor, y: Tensor, d: Deformation, s: float, draw: int, seed: int, fill: str,
+                  opts: dict[str, Any], batch_size: int, device: torch.device) -> int:
+    """Correctly classified examples under draw `draw` of deformation d at strength s."""
+    n, (h, w) = x.shape[0], x.shape[2:]
+    params = _DrawParams(d, s, seed, draw, (h, w), opts)
+    y_cpu = y.cpu()
+    correct = 0
+    for lo in range(0, n, batch_size):
+        hi = min(n, lo + batch_size)
+        with torch.no_grad():
+            pred = model(d.render(x[lo:hi].to(device), s, params(lo, hi), fill, opts)).argmax(1).cpu()
+        correct += int((pred == y_cpu[lo:hi]).sum())
+    return correct
+
+
 def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths: list[float], *, draws: int,
                  seed: int, batch_size: int, device: torch.device | str, fill: str = "zeros",
                  **opts: Any) -> list[dict[str, Any]]:
@@ -116,36 +133,20 @@ def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths:
     check_positive_int("draws", draws)
     _check_inputs(model, x, y, batch_size)
     device = torch.device(device)
-    n, (h, w) = x.shape[0], x.shape[2:]
-    y_cpu = y.cpu()
     rows = []
     for s in vals:
         n_draws = draws if d.is_random(s, opts) else 1
         t0 = time.perf_counter()
-        per_draw: list[float] = []
-        correct_total = 0
-        for k in range(n_draws):
-            params = _DrawParams(d, s, seed, k, (h, w), opts)
-            correct = 0
-            for lo in range(0, n, batch_size):
-                hi = min(n, lo + batch_size)
-                xb = x[lo:hi].to(device)
-                with torch.no_grad():
-                    pred = model(d.render(xb, s, params(lo, hi), fill, opts)).argmax(1).cpu()
-                correct += int((pred == y_cpu[lo:hi]).sum())
-            per_draw.append(correct / n if n else math.nan)
-            correct_total += correct
-        if n_draws >= 2:
-            lo_ci, hi_ci = t_interval(per_draw)
-            method = "t-over-draws"
-        else:
-            lo_ci, hi_ci, method = math.nan, math.nan, ""
+        per_draw = [_draw_correct(model, x, y, d, s, k, seed, fill, opts, batch_size, device) for k in range(n_draws)]
+        n, correct_total = x.shape[0], sum(per_draw)
+        accs = [c / n if n else math.nan for c in per_draw]
+        lo_ci, hi_ci = t_interval(accs) if n_draws >= 2 else (math.nan, math.nan)
         rows.append({
             "family": "deform", "perturbation": d.name, "param_name": d.param_name, "param_value": float(s),
             "n_total": int(n * n_draws), "n_correct": int(correct_total), "ci_low": lo_ci, "ci_high": hi_ci,
-            "ci_method": method, "draws": int(n_draws), "draw_accuracies": json.dumps(per_draw),
-            "seed": int(seed), "fill": fill, "seconds": time.perf_counter() - t0,
-            "forward_evals": int(n * n_draws), **{k: v for k, v in opts.items()},
+            "ci_method": "t-over-draws" if n_draws >= 2 else "", "draws": int(n_draws),
+            "draw_accuracies": json.dumps(accs), "seed": int(seed), "fill": fill,
+            "seconds": time.perf_counter() - t0, "forward_evals": int(n * n_draws), **{k: v for k, v in opts.items()},
         })
         log.debug("%s %s=%g: %d/%d", d.name, d.param_name, s, correct_total, n * n_draws)
     return rows
@@ -160,10 +161,10 @@ def method_options(method: str) -> dict[str, Any]:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in (S.STRENGTH[method], "seed")}
 
 
-def _expected_bounds(method: str, bound: float, settings: dict[str, Any]) -> S.SpatialBounds:
+def _expected_bounds(method: str, bound: float, settings: dict[str, Any]) -> B.SpatialBounds:
     if S.STRENGTH[method] == "max_flow":
-        return S.flow_bounds(bound)
-    return S.engstrom_bounds(bound, settings["translation_per_degree"], settings["scale_bound"])
+        return B.flow_bounds(bound)
+    return B.engstrom_bounds(bound, settings["translation_per_degree"], settings["scale_bound"])
 
 
 def _setting_value(v: Any) -> Any:
@@ -183,7 +184,7 @@ def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bound
         method: 'worst-of-k', 'grid', 'flow' or 'affine-pgd'.
         bounds: values of the method's strength: max_rotation in degrees (translation tied to it by
             translation_per_degree) or max_flow in pixels.
-        seed: seed of the random draws (per bound and batch, as `attacks.sweep.cell_seed`).
+        seed: seed of the random draws (per bound and batch, as `runners.common.cell_seed`).
         batch_size: examples per attack call and forward; for 'grid', (example, transform) pairs per forward
             (its chunk_size), with up to GRID_EXAMPLES_PER_CALL examples searched together.
         device: where the model runs.
@@ -194,6 +195,41 @@ def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bound
     settings; min_bound (N,) float64 is 0 for clean-misclassified examples, the smallest bound that fooled the
     example, or +inf.
     """
+    settings, vals = _spatial_settings(method, bounds, batch_size, opts)
+    _check_inputs(model, x, y, batch_size)
+    device = torch.device(device)
+    param_name = S.STRENGTH[method]
+    clean = (predict(model, x, batch_size, device) == y.cpu()).numpy()
+    min_bound = np.where(clean, np.inf, 0.0)
+    rows = []
+    for b in vals:
+        t0 = time.perf_counter()
+        expected = _expected_bounds(method, b, settings)
+        attacked = int(np.isinf(min_bound).sum()) if b > 0 else 0
+        fwd, grads = _spatial_cell(model, x, y, method, b, expected, settings, min_bound, seed, batch_size,
+                                   device) if b > 0 else (0, 0)
+        if model.training:
+            raise RuntimeError(f"{method} switched the model to train mode")
+        n_cc, n_correct = int(clean.sum()), int((min_bound > b).sum())
+        row = {
+            "family": "deform", "perturbation": method, "param_name": param_name, "param_value": float(b),
+            "n_total": int(x.shape[0]), "n_clean_correct": n_cc, "n_correct": n_correct, "n_attacked": attacked,
+            "n_fooled_here": int((min_bound == b).sum()) if b > 0 else 0,
+            "fooling_rate": (1.0 - n_correct / n_cc) if n_cc else math.nan,
+            "seconds": time.perf_counter() - t0, "forward_evals": int(fwd), "grad_evals": int(grads),
+            "seed": int(seed),
+        }
+        if param_name == "max_rotation":
+            row["max_translation"] = float(expected.max_translation)
+        row.update({k: _setting_value(v) for k, v in settings.items()})
+        rows.append(row)
+        log.debug("%s %s=%g: %d/%d correct", method, param_name, b, n_correct, x.shape[0])
+    return rows, min_bound
+
+
+def _spatial_settings(method: str, bounds: list[float] | float, batch_size: int,
+                      opts: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """Validate a spatial attack's options and bounds (all of them, before any work)."""
     defaults = method_options(method)
     for k in opts:
         if k not in defaults:
@@ -204,60 +240,35 @@ def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bound
         settings["chunk_size"] = opts.get("chunk_size", batch_size)
     check_fill(settings["fill"])
     param_name = S.STRENGTH[method]
-    check = S.check_max_flow if param_name == "max_flow" else S.check_max_rotation
+    check = B.check_max_flow if param_name == "max_flow" else B.check_max_rotation
     if isinstance(bounds, (int, float)):
         bounds = [bounds]
     vals = sorted({check(b) for b in bounds})
     if not vals:
         raise UserError(f"give at least one {param_name} bound.")
-    _check_inputs(model, x, y, batch_size)
-    for b in vals:  # validate every setting before spending time on the first bound
-        _expected_bounds(method, b, settings)
-    device = torch.device(device)
-    attack = S.ATTACKS[method]
-    n = x.shape[0]
-    y_cpu = y.cpu()
-    clean = (predict(model, x, batch_size, device) == y_cpu).numpy()
-    min_bound = np.where(clean, np.inf, 0.0)
-    group = max(batch_size, GRID_EXAMPLES_PER_CALL) if method == "grid" else batch_size
-    kwargs = {k: v for k, v in settings.items()}
-    rows = []
     for b in vals:
-        t0 = time.perf_counter()
-        active = np.flatnonzero(np.isinf(min_bound))
-        fwd = grads = 0
-        expected = _expected_bounds(method, b, settings)
-        attacked = int(len(active)) if b > 0 else 0
-        if b > 0:
-            for s in range(0, len(active), group):
-                idx = active[s: s + group]
-                xb, yb = x[idx].to(device), y_cpu[idx].to(device)
-                res = attack(model, xb, yb, **{param_name: b}, seed=cell_seed(seed, b, int(idx[0])), **kwargs)
-                what = f"{method} ({param_name}={b:g})"
-                if res.bounds != expected:
-                    raise S.SpatialBoundViolation(f"{what} searched {res.bounds}, expected {expected}")
-                S.check_spatial(xb, res.images, res.params, expected, fill=settings["fill"], what=what)
-                fwd += res.forward_evals
-                grads += res.grad_evals
-                with torch.autocast(device.type, enabled=False):
-                    pred = predict(model, res.images.float(), batch_size, device)
-                fooled = (pred != y_cpu[idx]).numpy()
-                min_bound[idx[fooled]] = b
-        if model.training:
-            raise RuntimeError(f"{method} switched the model to train mode")
-        n_cc = int(clean.sum())
-        n_correct = int((min_bound > b).sum())
-        row = {
-            "family": "deform", "perturbation": method, "param_name": param_name, "param_value": float(b),
-            "n_total": int(n), "n_clean_correct": n_cc, "n_correct": n_correct, "n_attacked": attacked,
-            "n_fooled_here": int((min_bound == b).sum()) if b > 0 else 0,
-            "fooling_rate": (1.0 - n_correct / n_cc) if n_cc else math.nan,
-            "seconds": time.perf_counter() - t0, "forward_evals": int(fwd), "grad_evals": int(grads),
-            "seed": int(seed),
-        }
-        if param_name == "max_rotation":
-            row["max_translation"] = float(expected.max_translation)
-        row.update({k: _setting_value(v) for k, v in settings.items()})
-        rows.append(row)
-        log.debug("%s %s=%g: %d/%d correct", method, param_name, b, n_correct, n)
-    return rows, min_bound
+        _expected_bounds(method, b, settings)
+    return settings, vals
+
+
+def _spatial_cell(model: nn.Module, x: Tensor, y: Tensor, method: str, b: float, expected: B.SpatialBounds,
+                  settings: dict[str, Any], min_bound: np.ndarray, seed: int, batch_size: int,
+                  device: torch.device) -> tuple[int, int]:
+    """Attack the still-robust examples at bound b (updates min_bound in place); returns (forwards, grads)."""
+    attack, param_name, y_cpu = S.ATTACKS[method], S.STRENGTH[method], y.cpu()
+    active = np.flatnonzero(np.isinf(min_bound))
+    group = max(batch_size, GRID_EXAMPLES_PER_CALL) if method == "grid" else batch_size
+    fwd = grads = 0
+    for s in range(0, len(active), group):
+        idx = active[s: s + group]
+        xb, yb = x[idx].to(device), y_cpu[idx].to(device)
+        res = attack(model, xb, yb, **{param_name: b}, seed=cell_seed(seed, b, int(idx[0])), **settings)
+        what = f"{method} ({param_name}={b:g})"
+        if res.bounds != expected:
+            raise B.SpatialBoundViolation(f"{what} searched {res.bounds}, expected {expected}")
+        B.check_spatial(xb, res.images, res.params, expected, fill=settings["fill"], what=what)
+        fwd += res.forward_evals
+        grads += res.grad_evals
+        fooled = (predict(model, res.images.float(), batch_size, device) != y_cpu[idx]).numpy()
+        min_bound[idx[fooled]] = b
+    return fwd, grads

@@ -1,0 +1,279 @@
+"""Evaluation-hygiene checks (Carlini et al. 2019, "On Evaluating Adversarial Robustness"; anchors.md §6), and
+the attack sanity flags of AttackBench (Cinà et al. 2025).
+
+Each check returns rows {model, check, status: pass|warn|fail, value, threshold, n, eps, attack, detail}.
+They run on `n_check` clean-correct examples of the evaluation set (the first ones, in evaluation order), one
+check at a time (`iter_checks` yields after each, so the caller can save progress as it goes):
+
+| check                 | passes when                                                                     |
+|-----------------------|---------------------------------------------------------------------------------|
+| deterministic         | two forward passes give identical logits                                        |
+| gradients             | input gradients of the loss are finite and non-zero for every example          |
+| unbounded             | PGD with Linf eps = 1 brings accuracy to chance (1 / classes) or below         |
+| monotone_eps          | independent attacks at increasing eps never raise accuracy (<= 1 pt noise)     |
+| sweep_vs_independent  | the sweep is never > 1 pt above independent runs (warn if not significant)    |
+| iterative_vs_single   | no example fooled by FGSM survives PGD at the same eps (<= 1% warns)           |
+| double_steps          | doubling the iterations changes accuracy by < 1 pt, at every eps whose accuracy |
+|                       | lies between 1% and 99% (one row per such eps)                                 |
+| noise_vs_attack       | random noise of the same norm leaves accuracy at or above the attack's          |
+| attack_unchanged      | (per attack, every cell) not every failed example came back bit-identical       |
+| attack_no_backward    | (per gradient attack, every cell with attacked examples) backward passes > 0    |
+| attack_no_success     | (per attack) some cell fooled a clean-correct example (warn otherwise)         |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attacks.prepare import predict
+from ..attacks.registry import AttackSpec
+from ..attacks.threat import random_noise
+from ..results.stats import mcnemar_exact
+from .eps_sweep import SweepState, run_sweep
+
+log = logging.getLogger(__name__)
+TOL = 0.01  # one percentage point
+
+
+def _row(model: str, check: str, status: str, value: float, threshold: float, n: int, eps: float = float("nan"),
+         attack: str = "", detail: str = "") -> dict[str, Any]:
+    return {"model": model, "check": check, "status": status, "value": float(value), "threshold": float(threshold),
+            "n": int(n), "eps": float(eps), "attack": attack, "detail": detail}
+
+
+def _grade(excess: float, warn_at: float = TOL, fail_at: float = 3 * TOL) -> str:
+    return "pass" if excess <= warn_at else ("warn" if excess <= fail_at else "fail")
+
+
+def sweep_vs_independent(label: str, sweep: dict[float, np.ndarray], independent: dict[float, np.ndarray],
+                         attack: str) -> dict[str, Any]:
+    """The check that the early-stopping sweep is not weaker than independent runs, from per-eps robust masks.
+
+    Paired on the same examples. The two use different random starts, so a few discordant examples either way
+    are noise: an excess over 1 pt fails only when the exact McNemar test says it is significant (p < 0.05),
+    and warns otherwise.
+    """
+    cells = []
+    for e, a in sweep.items():
+        b = independent[e]
+        s_only, i_only = int((a & ~b).sum()), int((~a & b).sum())
+        cells.append(((s_only - i_only) / len(a), e, s_only, i_only, mcnemar_exact(s_only, i_only)))
+    excess, e_w, s_only, i_only, p = max(cells)
+    status = "pass" if excess <= TOL else ("fail" if p < 0.05 else "warn")
+    return _row(label, "sweep_vs_independent", status, excess, TOL, len(sweep[e_w]), e_w, attack,
+                detail=f"max over eps of (sweep accuracy - independent accuracy) on the same examples; at eps={e_w:g}: "
+                       f"{s_only} robust only in the sweep, {i_only} only in the independent run, exact McNemar "
+                       f"p={p:.2g} (fails only if > 1 pt and p < 0.05)")
+
+
+def primary_attack(specs: list[AttackSpec], norm: str, steps: int) -> AttackSpec:
+    """The white-box attack the checks exercise: 'pgd' if run, else the first iterative untargeted one, else PGD."""
+    for name in ("pgd", "apgd"):
+        for s in specs:
+            if s.name == name and s.norm == norm:
+                return s
+    return AttackSpec("pgd", norm=norm, steps=steps)
+
+
+@dataclass
+class CheckContext:
+    """What the checks of one model share. `independent()` runs the primary attack once per eps (cached)."""
+
+    model: nn.Module
+    label: str
+    xs: Tensor  # (n, C, H, W): the checked clean-correct examples
+    ys: Tensor
+    pos: np.ndarray  # their positions in the evaluation set
+    sweeps: dict[str, SweepState]
+    specs: list[AttackSpec]
+    nz: list[float]  # eps > 0
+    norm: str
+    num_classes: int
+    seed: int
+    batch_size: int
+    device: torch.device
+    steps: int
+    _ind: dict[float, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.pos)
+
+    @property
+    def prim(self) -> AttackSpec:
+        return primary_attack(self.specs, self.norm, self.steps)
+
+    def fresh_sweep(self, spec: AttackSpec, eps: list[float], seed: int) -> SweepState:
+        return run_sweep(self.model, self.xs, self.ys, spec, eps, num_classes=self.num_classes, seed=seed,
+                         batch_size=self.batch_size, device=self.device, state=SweepState.fresh(np.ones(self.n, bool)))
+
+    def independent(self) -> dict[float, np.ndarray]:
+        if self._ind is None:
+            self._ind = {e: self.fresh_sweep(self.prim, [e], self.seed + 1).correct_at(e) for e in self.nz}
+        return self._ind
+
+    def sweep_at(self, key: str, e: float) -> np.ndarray:
+        return self.sweeps[key].correct_at(e)[self.pos]
+
+
+def check_deterministic(c: CheckContext) -> list[dict[str, Any]]:
+    with torch.no_grad():
+        xb = c.xs[:64].to(c.device)
+        a, b = c.model(xb), c.model(xb)
+    diff = float((a - b).abs().max())
+    scale = float(a.abs().max()) or 1.0
+    return [_row(c.label, "deterministic", "pass" if diff <= 1e-6 * scale else "fail", diff, 1e-6 * scale, len(xb),
+                 detail="max |logits1 - logits2| over two forward passes")]
+
+
+def check_gradients(c: CheckContext) -> list[dict[str, Any]]:
+    xg = c.xs[:c.batch_size].to(c.device).clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(c.model(xg), c.ys[:c.batch_size].to(c.device), reduction="sum")
+        (g,) = torch.autograd.grad(loss, xg)
+    g = g.flatten(1)
+    nonfinite = int((~torch.isfinite(g)).any(1).sum())
+    zero = int((g.abs().amax(1) == 0).sum())
+    status = "fail" if nonfinite else ("warn" if zero else "pass")
+    return [_row(c.label, "gradients", status, (nonfinite + zero) / len(g), 0, len(g),
+                 detail=f"{nonfinite} example(s) with non-finite and {zero} with all-zero input gradients")]
+
+
+def check_unbounded(c: CheckContext) -> list[dict[str, Any]]:
+    unb = AttackSpec("pgd", norm="linf", steps=max(c.steps, 20))
+    acc = float(c.fresh_sweep(unb, [1.0], c.seed).correct_at(1.0).mean())
+    return [_row(c.label, "unbounded", "pass" if acc <= 1.0 / c.num_classes else "fail", acc, 1.0 / c.num_classes,
+                 c.n, 1.0, unb.name, detail=f"PGD-{unb.steps} Linf eps=1 accuracy vs chance 1/{c.num_classes}")]
+
+
+def check_monotone(c: CheckContext) -> list[dict[str, Any]]:
+    ind = c.independent()
+    accs = [float(ind[e].mean()) for e in c.nz]
+    worst = max((max(0.0, accs[i] - accs[i - 1]) for i in range(1, len(accs))), default=0.0)
+    rows = [_row(c.label, "monotone_eps", _grade(worst), worst, TOL, c.n, attack=c.prim.key,
+                 detail="largest accuracy increase between consecutive eps of independent runs: "
+                        + ", ".join(f"{e:g}:{a:.3f}" for e, a in zip(c.nz, accs)))]
+    if c.prim.key in c.sweeps:
+        rows.append(sweep_vs_independent(c.label, {e: c.sweep_at(c.prim.key, e) for e in c.nz}, ind, c.prim.key))
+    return rows
+
+
+def check_iterative(c: CheckContext) -> list[dict[str, Any]]:
+    if c.norm != "linf":
+        return []
+    if "fgsm-linf" in c.sweeps:
+        fg = {e: c.sweep_at("fgsm-linf", e) for e in c.nz}
+    else:
+        fst = c.fresh_sweep(AttackSpec("fgsm"), c.nz, c.seed)
+        fg = {e: fst.correct_at(e) for e in c.nz}
+    it = {e: (c.sweep_at(c.prim.key, e) if c.prim.key in c.sweeps else c.independent()[e]) for e in c.nz}
+    frac = max(float((~fg[e] & it[e]).mean()) for e in c.nz)
+    return [_row(c.label, "iterative_vs_single", "pass" if frac == 0 else ("warn" if frac <= TOL else "fail"), frac, 0,
+                 c.n, attack=c.prim.key, detail="largest fraction of examples fooled by FGSM but not by the "
+                                                "iterative attack")]
+
+
+def check_double_steps(c: CheckContext) -> list[dict[str, Any]]:
+    """Doubling the iterations must not lower accuracy by >= 1 pt, at every eps with accuracy in [1%, 99%]."""
+    if c.prim.name not in ("pgd", "apgd"):
+        return []
+    ind = c.independent()
+    cells = [e for e in c.nz if 0.01 <= float(ind[e].mean()) <= 0.99]
+    if not cells:
+        return [_row(c.label, "double_steps", "pass", 0.0, TOL, c.n, attack=c.prim.key,
+                     detail="no eps with accuracy between 1% and 99%: nothing for more iterations to change")]
+    dbl = replace(c.prim, steps=2 * c.prim.steps)
+    st = c.fresh_sweep(dbl, cells, c.seed + 1)
+    rows = []
+    for e in cells:
+        a, b = float(st.correct_at(e).mean()), float(ind[e].mean())
+        delta = abs(a - b)
+        rows.append(_row(c.label, "double_steps", "pass" if delta < TOL else "fail", delta, TOL, c.n, e, c.prim.key,
+                         detail=f"|acc({2 * c.prim.steps} steps) - acc({c.prim.steps} steps)| at eps={e:g}: "
+                                f"{100 * a:.1f}% vs {100 * b:.1f}%"))
+    return rows
+
+
+def check_noise(c: CheckContext) -> list[dict[str, Any]]:
+    ind = c.independent()
+    gen = torch.Generator().manual_seed(c.seed)
+    gaps = []
+    for e in c.nz:
+        xn = random_noise(c.xs, c.norm, e, gen)
+        acc_noise = float((predict(c.model, xn, c.batch_size, c.device) == c.ys).float().mean())
+        gaps.append(float(ind[e].mean()) - acc_noise)
+    worst = max(gaps)
+    return [_row(c.label, "noise_vs_attack", "pass" if worst <= 0 else _grade(worst, 0.0, TOL), worst, 0, c.n,
+                 attack=c.prim.key, detail="max over eps of (attack accuracy - accuracy under random noise of the "
+                                           "same norm); > 0 means noise beat the attack")]
+
+
+def sanity_rows(label: str, key: str, rows: list[dict[str, Any]], gradient_free: bool) -> list[dict[str, Any]]:
+    """AttackBench's sanity flags for one attack, over every cell of its sweep (`SweepState.rows`)."""
+    cells = [r for r in rows if r["eps"] > 0 and r["n_attacked"] > 0]
+    if not cells:
+        return []
+    n = max(r["n_attacked"] for r in cells)
+    failed = {r["eps"]: r["n_attacked"] - r["n_fooled_here"] for r in cells}
+    same = [r["eps"] for r in cells if failed[r["eps"]] > 0 and r.get("n_unchanged_failed", 0) >= failed[r["eps"]]]
+    out = [_row(label, "attack_unchanged", "fail" if same else "pass", len(same), 0, n, attack=key,
+                detail="cells where every example the attack failed on came back bit-identical to the clean input"
+                       + (f": eps {', '.join(f'{e:g}' for e in same)}" if same else ": none"))]
+    if not gradient_free:
+        zero = [r["eps"] for r in cells if r["grad_evals"] == 0]
+        out.append(_row(label, "attack_no_backward", "fail" if zero else "pass", len(zero), 0, n, attack=key,
+                        detail="cells with attacked examples but zero backward passes"
+                               + (f": eps {', '.join(f'{e:g}' for e in zero)}" if zero else ": none")))
+    fooled_any = any(r["n_correct"] < r["n_clean_correct"] for r in cells)
+    top = max(cells, key=lambda r: r["eps"])
+    out.append(_row(label, "attack_no_success", "pass" if fooled_any else "warn", 0.0 if fooled_any else 1.0, 0, n,
+                    top["eps"], key, detail="the attack's success rate equals the clean error rate at every eps "
+                                            "(it fooled no clean-correct example)" if not fooled_any else
+                    "the attack fooled clean-correct examples (success rate above the clean error rate)"))
+    return out
+
+
+CHECKS: list[tuple[str, Callable[[CheckContext], list[dict[str, Any]]]]] = [
+    ("deterministic", check_deterministic), ("gradients", check_gradients), ("unbounded", check_unbounded),
+    ("monotone_eps", check_monotone), ("iterative_vs_single", check_iterative), ("double_steps", check_double_steps),
+    ("noise_vs_attack", check_noise),
+]
+
+
+def iter_checks(model: nn.Module, label: str, x: Tensor, y: Tensor, *, sweeps: dict[str, SweepState],
+                specs: list[AttackSpec], eps_list: list[float], norm: str, num_classes: int, seed: int,
+                batch_size: int, device: torch.device, n_check: int = 200, steps: int = 20,
+                skip: set[str] | None = None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Yield (check name, rows) one check at a time; names in `skip` (already saved) are not run."""
+    some = next(iter(sweeps.values()), None)
+    clean = some.clean_correct if some is not None else (predict(model, x, batch_size, device) == y).numpy()
+    pos = np.flatnonzero(clean)[:n_check]
+    if len(pos) == 0:
+        yield "examples", [_row(label, "examples", "fail", 0, 1, 0, detail="no clean-correct example to check")]
+        return
+    ctx = CheckContext(model, label, x[pos], y[pos], pos, sweeps, specs, [e for e in sorted(eps_list) if e > 0], norm,
+                       num_classes, seed, batch_size, device, steps)
+    for key, st in sweeps.items():
+        spec = next((s for s in specs if s.key == key), None)
+        yield f"sanity__{key}", sanity_rows(label, key, st.rows, spec is not None and spec.gradient_free)
+    for name, fn in CHECKS:
+        if skip and name in skip:
+            continue
+        if not ctx.nz and name not in ("deterministic", "gradients", "unbounded"):
+            continue
+        log.debug("%s: hygiene check %s", label, name)
+        yield name, fn(ctx)
+
+
+def run_checks(model: nn.Module, label: str, x: Tensor, y: Tensor, **kw: Any) -> list[dict[str, Any]]:
+    """All checks for one model, as one list of rows (see `iter_checks` for the arguments)."""
+    return [r for _, rows in iter_checks(model, label, x, y, **kw) for r in rows]
