@@ -23,7 +23,7 @@ def benchmark(model: nn.Module, dataset: str = "mnist5k", threat_model: str = "l
               eps: float | Sequence[float] | None = None, attacks: Sequence[str] = ("autoattack",), n: int = 1000,
               device: str = "auto", data_root: str | None = None, batch_size: int = 256, seed: int = 0,
               normalize: tuple[Sequence[float], Sequence[float]] | None = None, name: str = "model",
-              steps: int = 20, hygiene: bool = True, n_check: int = 200, image_size: int = 224,
+              steps: int | None = None, hygiene: bool = True, n_check: int = 200, image_size: int = 224,
               progress: bool = False) -> RunTables:
     """Evaluate `model` on the first `n` examples of the fixed evaluation permutation of `dataset`'s test split.
 
@@ -38,7 +38,8 @@ def benchmark(model: nn.Module, dataset: str = "mnist5k", threat_model: str = "l
         n: number of test examples.
         normalize: (mean, std) when the model expects normalised inputs (the normalisation is put inside).
         name: the model's label in the tables.
-        steps: iterations of PGD-type attacks (AutoAttack uses its reference settings).
+        steps: iterations of PGD-type attacks (default 20) and minimal-norm attacks (default 1000); AutoAttack
+            uses its reference settings.
         hygiene: run the hygiene checks (Carlini et al. 2019) and sanity flags.
 
     Returns:

@@ -9,8 +9,12 @@ times a StreamingPGD run (Linf, eps 8/255, `--steps` steps, early stop off, so e
 on the same random batch, alternating LR, ResNet, LR, ... for `--rounds` rounds after one warm-up run each.
 The step time is the run's wall time / steps (a step = forward, input gradient, sign step, projection).
 Full-width configurations (width >= 1) take `--rounds-full-width` rounds (minutes per round on 2 cores).
-`--tiny` adds `lrnet_tiny` vs `resnet_tiny` at those batch sizes, compared per GMAC as well.
+`--tiny` adds `lrnet_tiny` vs `resnet_tiny` at those batch sizes, compared per GMAC as well. `--floor` adds
+a third model to every round: the LR-Net with each LocalRelation2d replaced by the identity on its output
+grid, i.e. what the rest of the LR-Net costs; `ratio floor / ResNet` bounds what any LR kernel can reach.
 
+Each round also times one no_grad forward of the batch per model (`fwd_ms`: what query-only attacks such as
+Square pay; `fwd_ratio` in the ratio rows is the forward-only throughput ratio).
 For each configuration it prints the step time (min and median over rounds), images/s from both, GMACs
 per image (models.profile.count_macs, which does not count the LR key/query 1x1 convs; the column
 `GMACs+qk` adds them) and GMAC/s, then the LR / ResNet ratios of images/s and of GMAC/s by the minimum and
@@ -70,13 +74,42 @@ def key_query_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return total
 
 
+class _Subsample(nn.Module):
+    """Stands in for a LocalRelation2d in the `--floor` model: the identity on the layer's output grid."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+
+
+def strip_lr(model: nn.Module) -> nn.Module:
+    """`model` with every LocalRelation2d replaced by `_Subsample` (in place): what the rest of the network
+    costs, i.e. the throughput an LR-Net would reach if its LR layers were free."""
+    from ..layers import LocalRelation2d
+
+    for mod in list(model.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, LocalRelation2d):
+                setattr(mod, child_name, _Subsample(child.stride))
+    return model
+
+
+FLOOR = " (LR layers -> identity)"
+
+
 def _build(name: str, width: float, device: torch.device, channels_last: bool) -> tuple[nn.Module, float, float]:
     from ..attacks import prepare_for_attack
     from ..models import create_model, model_info
     from ..models.profile import count_macs
 
-    model = create_model(name, width=width)
-    size = model_info(name).input_size
+    base = name.removesuffix(FLOOR)
+    model = create_model(base, width=width)
+    if base != name:
+        model = strip_lr(model)
+    size = model_info(base).input_size
     gmacs = count_macs(model, size) / 1e9
     gmacs_qk = gmacs + key_query_macs(model, size) / 1e9
     model = model.to(device)
@@ -105,39 +138,73 @@ def _runner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, args
     return run
 
 
+def _forward_runner(model: nn.Module, x: torch.Tensor):
+    """Seconds of one no_grad forward of the batch (what a query-only attack such as Square pays)."""
+
+    def run() -> float:
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(x)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    return run
+
+
 def bench_config(cfg: Config, device: torch.device, args: argparse.Namespace) -> list[dict]:
-    """Rows (one per model, then the ratio row) of one configuration, measured interleaved."""
+    """Rows of one configuration, measured interleaved: one per model (LR, ResNet[, floor]), then the ratio
+    rows (LR / ResNet[, floor / ResNet])."""
     from ..models import model_info
 
     torch.manual_seed(0)
     c, h, w = model_info(cfg.pair[0]).input_size
     x = torch.rand(cfg.batch, c, h, w, device=device)
     y = torch.randint(0, 10, (cfg.batch,), device=device)
-    built = {name: _build(name, cfg.width, device, args.channels_last) for name in cfg.pair}
-    runs = {name: _runner(built[name][0], x, y, args.steps, args) for name in cfg.pair}
+    names = [*cfg.pair, cfg.pair[0] + FLOOR] if getattr(args, "floor", False) else list(cfg.pair)
+    built = {name: _build(name, cfg.width, device, args.channels_last) for name in names}
+    runs = {name: _runner(built[name][0], x, y, args.steps, args) for name in names}
+    fwds = {name: _forward_runner(built[name][0], x) for name in names}
     load0 = os.getloadavg()[0]
-    for run in runs.values():  # warm-up (and compilation)
-        run()
-    times: dict[str, list[float]] = {name: [] for name in cfg.pair}
+    for name in names:  # warm-up (and compilation)
+        runs[name]()
+        fwds[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    ftimes: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(cfg.rounds):
-        for name, run in runs.items():
-            times[name].append(run())
+        for name in names:
+            times[name].append(runs[name]())
+            ftimes[name].append(fwds[name]())
     load1 = os.getloadavg()[0]
-    rows = []
-    for name in cfg.pair:
-        t, (_, gmacs, gmacs_qk) = times[name], built[name]
-        tmin, tmed = min(t), statistics.median(t)
-        rows.append({"config": f"w{cfg.width:g} b{cfg.batch}", "model": name, "shape": f"{cfg.batch}x{c}x{h}x{w}",
-                     "rounds": cfg.rounds, "step_ms_min": 1e3 * tmin, "step_ms_median": 1e3 * tmed,
-                     "img_s_min": cfg.batch / tmin, "img_s_median": cfg.batch / tmed, "GMACs": gmacs,
-                     "GMACs+qk": gmacs_qk, "GMAC_s_min": gmacs * cfg.batch / tmin, "load": f"{load0:.1f}-{load1:.1f}"})
-    a, b = rows
-    rows.append({"config": a["config"], "model": "ratio LR / ResNet", "shape": a["shape"], "rounds": cfg.rounds,
-                 "img_s_min": a["img_s_min"] / b["img_s_min"], "img_s_median": a["img_s_median"] / b["img_s_median"],
-                 "GMAC_s_min": a["GMAC_s_min"] / b["GMAC_s_min"],
-                 "GMAC_s_median": (a["GMACs"] * a["img_s_median"]) / (b["GMACs"] * b["img_s_median"]),
-                 "load": a["load"]})
+    rows = [_row(cfg, name, times[name], ftimes[name], built[name], (c, h, w), f"{load0:.1f}-{load1:.1f}")
+            for name in names]
+    rows.append(_ratio(rows[0], rows[1], "ratio LR / ResNet"))
+    if len(names) > 2:
+        rows.append(_ratio(rows[2], rows[1], "ratio floor / ResNet"))
     return rows
+
+
+def _row(cfg: Config, name: str, t: list[float], ft: list[float], built: tuple, chw: tuple, load: str) -> dict:
+    _, gmacs, gmacs_qk = built
+    c, h, w = chw
+    tmin, tmed = min(t), statistics.median(t)
+    return {"config": f"w{cfg.width:g} b{cfg.batch}", "model": name, "shape": f"{cfg.batch}x{c}x{h}x{w}",
+            "rounds": cfg.rounds, "step_ms_min": 1e3 * tmin, "step_ms_median": 1e3 * tmed,
+            "img_s_min": cfg.batch / tmin, "img_s_median": cfg.batch / tmed, "GMACs": gmacs, "GMACs+qk": gmacs_qk,
+            "GMAC_s_min": gmacs * cfg.batch / tmin, "fwd_ms_min": 1e3 * min(ft),
+            "fwd_ms_median": 1e3 * statistics.median(ft), "load": load}
+
+
+def _ratio(a: dict, b: dict, label: str) -> dict:
+    """Throughput ratios a / b (images/s, GMAC/s and forward-only images/s; min and median)."""
+    return {"config": a["config"], "model": label, "shape": a["shape"], "rounds": a["rounds"],
+            "img_s_min": a["img_s_min"] / b["img_s_min"], "img_s_median": a["img_s_median"] / b["img_s_median"],
+            "GMAC_s_min": a["GMAC_s_min"] / b["GMAC_s_min"],
+            "GMAC_s_median": (a["GMACs"] * a["img_s_median"]) / (b["GMACs"] * b["img_s_median"]),
+            "fwd_ratio_min": b["fwd_ms_min"] / a["fwd_ms_min"],
+            "fwd_ratio_median": b["fwd_ms_median"] / a["fwd_ms_median"], "load": a["load"]}
 
 
 def configs(args: argparse.Namespace) -> list[Config]:
@@ -164,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the LR-Net with its LR layers replaced by the identity (what the rest costs)")
     ap.add_argument("--csv", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     from ..utils import resolve_device
@@ -178,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
           f"channels_last={args.channels_last}, compile={args.compile}")
     rows = []
     for cfg in configs(args):
-        rows += bench_config(cfg, device, args)
+        new = bench_config(cfg, device, args)
+        n_rows = len(new)
+        rows += new
         with pd.option_context("display.width", 250, "display.max_columns", 20):
-            print(pd.DataFrame(rows[-3:]).to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
+            print(pd.DataFrame(rows[-n_rows:]).to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
         print()
     if args.csv:
         from ..utils import write_csv_atomic

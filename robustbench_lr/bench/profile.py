@@ -101,7 +101,8 @@ def _install_scopes(model: nn.Module, by_size: bool) -> Callable[[], None]:
         handles.append(mod.register_forward_pre_hook(lambda m, a, label=label: enter(label, a)))
         handles.append(mod.register_forward_hook(lambda m, a, o: leave()))
         if isinstance(mod, LocalRelation2d):
-            for meth, lab in (("_qk", "LR: key/query conv"), ("geometry_prior", "LR: geometry prior")):
+            qk = "_qk" if hasattr(mod, "_qk") else "_embed"  # older versions project inside _embed
+            for meth, lab in ((qk, "LR: key/query conv"), ("geometry_prior", "LR: geometry prior")):
                 orig = getattr(mod, meth)
 
                 def wrapped(*a, _orig=orig, _lab=lab, **kw):
@@ -161,7 +162,8 @@ def attribute(events, steps: int) -> dict[str, dict[str, float]]:
     return dict(rows)
 
 
-def profile_step(step: Callable[[], object], model: nn.Module, steps: int, by_size: bool) -> dict[str, dict[str, float]]:
+def profile_step(step: Callable[[], object], model: nn.Module, steps: int,
+                 by_size: bool) -> dict[str, dict[str, float]]:
     """Attributed per-step times of `step` (see `attribute`)."""
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     from torch.profiler import ProfilerActivity, profile

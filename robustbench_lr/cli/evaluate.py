@@ -22,6 +22,7 @@ def config_from(args: argparse.Namespace):  # noqa: ANN201 (EvalConfig, imported
     return EvalConfig(checkpoints=tuple(args.checkpoint), attacks=tuple(args.attack or ["fgsm", "pgd"]),
                       norm=args.norm, eps=tuple(parse_eps(args.eps)) if args.eps else None, steps=args.steps,
                       restarts=args.restarts, step_size=args.step_size, random_start=not args.no_random_start,
+                      aa_version=args.aa_version, mask=args.mask, mask_threshold=args.mask_threshold,
                       n=args.n, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset,
                       data_root=args.data_root, device=args.device, hygiene=not args.no_hygiene, n_check=args.check_n)
 
@@ -132,7 +133,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="repeatable; see the README's attack table (default: fgsm and pgd)")
     p.add_argument("--norm", default="linf", help="linf | l2")
     p.add_argument("--eps", default=None, help="comma list, fractions allowed (e.g. 0,2/255,8/255); default per dataset")
-    p.add_argument("--steps", type=int, default=20, help="iterations of PGD/APGD (AutoAttack uses its reference 100)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="iterations of PGD/APGD (default 20) and of minimal-norm attacks (default 1000); AutoAttack "
+                        "uses its reference settings")
+    p.add_argument("--aa-version", default="standard", help="official AutoAttack version: standard | plus | rand")
+    p.add_argument("--mask", default=None, help="PGD perturbs only the 'background' (clean pixels <= "
+                                               "--mask-threshold in every channel) or the 'foreground'")
+    p.add_argument("--mask-threshold", type=float, default=0.0, help="pixel value separating the mask's regions")
     p.add_argument("--restarts", type=int, default=1, help="random restarts of PGD/APGD")
     p.add_argument("--step-size", type=float, default=2.5, help="PGD step as a multiple of eps/steps")
     p.add_argument("--no-random-start", action="store_true", help="PGD starts at the clean image (deterministic)")

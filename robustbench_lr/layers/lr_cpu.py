@@ -286,8 +286,8 @@ MAX_KERNEL_SIZE = 31  # the kernel's per-block cell table holds k * k <= 1024 ce
 
 
 def _usable(x: Tensor, key: Tensor | None, geo: Tensor | None, k: int) -> bool:
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and (key is not None or geo is not None)
-            and k <= MAX_KERNEL_SIZE and _load() is not None)
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and (key is not None or geo is not None) and k <= MAX_KERNEL_SIZE and _load() is not None)
 
 
 def _cpu_impl(x: Tensor, q: Tensor | None, key: Tensor | None, geo: Tensor | None, *, kernel_size: int, stride: int,

@@ -43,63 +43,95 @@ def esc(s: Any) -> str:
 STATUS_COLORS = {"PASS": "#1a7f37", "WARN": "#b8860b", "FAIL": "#b00020"}
 
 
-def column_widths(disp: pd.DataFrame, cols: list[str], width: float, style: Any) -> list[float]:
-    """Column widths (pt) from the rendered text: each column gets its widest entry (bold header or cell)
-    plus padding. Spare width is shared in proportion; if the natural widths do not fit, the first (key)
-    column keeps its width and the others shrink in proportion (their text wraps)."""
+def column_widths(disp: pd.DataFrame, cols: list[str], width: float, style: Any, keys: int = 1) -> list[float]:
+    """Column widths (pt) from the rendered text: each key column gets its widest entry (bold header or cell),
+    every value column the widest value column's width (so the columns line up), plus padding. Spare width goes
+    to the value columns; if the natural widths do not fit, the key columns keep theirs (up to 40% of the page)
+    and the value columns shrink (their text wraps)."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
     font, bold, size, pad = style.fontName, "Helvetica-Bold", style.fontSize, 6.5
     natural = [pad + max(stringWidth(str(c), bold, size), *(stringWidth(str(v), font, size) for v in disp[c]))
                for c in cols]
-    total = sum(natural)
-    if total <= width:
-        return [w * width / total for w in natural]
-    first = min(natural[0], 0.4 * width)
-    rest = sum(natural[1:]) or 1.0
-    return [first] + [w * (width - first) / rest for w in natural[1:]]
+    k = min(keys, len(cols))
+    key_w, vals = natural[:k], natural[k:]
+    if not vals:
+        return [w * width / sum(key_w) for w in key_w]
+    value_w = max(vals)
+    if sum(key_w) + value_w * len(vals) <= width:
+        spare = width - sum(key_w) - value_w * len(vals)
+        value_w = min(value_w + spare / len(vals), 1.6 * value_w)
+        key_w = [w * (width - value_w * len(vals)) / sum(key_w) for w in key_w]
+        return key_w + [value_w] * len(vals)
+    scale = min(1.0, 0.4 * width / sum(key_w))
+    key_w = [w * scale for w in key_w]
+    return key_w + [(width - sum(key_w)) / len(vals)] * len(vals)
 
-def table_flowables(t: T.ReportTable, st: dict[str, Any], width: float, max_cols: int = 6) -> list[Any]:
-    """The display table, split into column chunks that fit the page, as reportlab Tables."""
-    from reportlab.lib import colors
-    from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 
-    out: list[Any] = [Paragraph(esc(t.title), st["h2"])]
-    disp = t.display
-    key, rest = disp.columns[0], list(disp.columns[1:])
+def _chunks(t: T.ReportTable, rest: list[str], max_cols: int) -> list[list[str]]:
     chunks = t.groups or [rest[i: i + max_cols] for i in range(0, len(rest), max_cols)] or [[]]
     if t.groups and chunks[0] == ["clean"] and len(chunks) > 1:  # clean accuracy leads the first block
         chunks = [["clean", *chunks[1]], *chunks[2:]]
-    for chunk in chunks:
-        cols = [key, *chunk]
+    return chunks
+
+
+def _cell_text(v: Any, key: bool) -> str:
+    text = esc(v)
+    status = str(v).split(" ")[0]
+    if not key and status in STATUS_COLORS:  # hygiene: the status column, or every matrix cell
+        return f'<font color="{STATUS_COLORS[status]}"><b>{text}</b></font>'
+    if str(v).endswith(T.BEST_MARK):
+        return f"<b>{text}</b>"
+    return text
+
+
+def _table_style(group_starts: list[int]) -> Any:
+    from reportlab.lib import colors
+    from reportlab.platypus import TableStyle
+
+    cmds = [
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef7")),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#5a6e8c")),
+        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f7f7f7")]),
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), 2.5), ("RIGHTPADDING", (0, 0), (-1, -1), 2.5),
+    ]
+    cmds += [("LINEABOVE", (0, r), (-1, r), 0.5, colors.HexColor("#9aa7bb")) for r in group_starts]
+    return TableStyle(cmds)
+
+
+def table_flowables(t: T.ReportTable, st: dict[str, Any], width: float, max_cols: int = 6) -> list[Any]:
+    """The display table as reportlab Tables: all columns in one table when they fit (else blocks of at most
+    `max_cols` value columns, the key columns repeated), value columns of one width, row groups (a change of
+    the first key column) separated by a rule and the repeated group name left out."""
+    from reportlab.platypus import Paragraph, Spacer, Table
+
+    out: list[Any] = [Paragraph(esc(t.title), st["h2"])]
+    disp = t.display
+    keys = list(disp.columns[: t.keys])
+    rest = list(disp.columns[t.keys:])
+    if t.keys > 1 and not t.groups and len(rest) <= 8:
+        max_cols = max(1, len(rest))  # a long table: every column in one block
+    group = disp[keys[0]].astype(str).tolist() if t.keys > 1 else []
+    starts = [i + 1 for i in range(1, len(group)) if group[i] != group[i - 1]]
+    for chunk in _chunks(t, rest, max_cols):
+        cols = [*keys, *chunk]
         data = [[Paragraph(f"<b>{esc(c)}</b>", st["cell"]) for c in cols]]
-        for _, row in disp[cols].iterrows():
-            cells = []
-            for c in cols:
-                v = esc(row[c])
-                status = str(row[c]).split(" ")[0]
-                if c != key and status in STATUS_COLORS:  # hygiene: the status column, or every matrix cell
-                    v = f'<font color="{STATUS_COLORS[status]}"><b>{v}</b></font>'
-                elif str(row[c]).endswith(T.BEST_MARK):
-                    v = f"<b>{v}</b>"
-                cells.append(Paragraph(v, st["cell"]))
+        for i, (_, row) in enumerate(disp[cols].iterrows()):
+            cells = [Paragraph(_cell_text(row[c], c in keys), st["cell"]) for c in cols]
+            if group and i > 0 and group[i] == group[i - 1]:
+                cells[0] = Paragraph("", st["cell"])  # the group's name once, on its first row
             data.append(cells)
-        first = min(0.22 * width, 110)
         if "detail" in cols:  # the hygiene table: fixed widths for the short columns, the rest for the detail
+            first = min(0.22 * width, 110)
             fixed = {"check": 78, "status": 36, "value": 44, "threshold": 44, "n": 24}
             rest_w = width - first - sum(fixed.get(c, 0) for c in cols[1:])
             widths = [first] + [fixed.get(c, rest_w) for c in cols[1:]]
         else:
-            widths = column_widths(disp, cols, width, st["cell"])
+            widths = column_widths(disp, cols, width, st["cell"], t.keys)
         tbl = Table(data, colWidths=widths, repeatRows=1)
-        tbl.setStyle(TableStyle([
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef7")),
-            ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#5a6e8c")),
-            ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f7f7f7")]),
-            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-            ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-            ("LEFTPADDING", (0, 0), (-1, -1), 2.5), ("RIGHTPADDING", (0, 0), (-1, -1), 2.5),
-        ]))
+        tbl.setStyle(_table_style(starts))
         out += [tbl, Spacer(1, 3)]
     if t.note:
         out.append(Paragraph(esc(t.note), st["small"]))
@@ -108,6 +140,9 @@ def table_flowables(t: T.ReportTable, st: dict[str, Any], width: float, max_cols
 
 
 def figure_flowable(fig: Figure | Path, width: float, max_height: float) -> Any:
+    """A figure (matplotlib, rendered at 150 dpi, or a PNG file with its dpi) at its own printed size, shrunk
+    only to fit `width` x `max_height` (points) and never enlarged, so every figure's fonts print at the sizes
+    of the package's style (`viz._draw`)."""
     from reportlab.platypus import Image
 
     if isinstance(fig, Figure):
@@ -121,10 +156,12 @@ def figure_flowable(fig: Figure | Path, width: float, max_height: float) -> Any:
 
         with PILImage.open(fig) as im:
             w_px, h_px = im.size
-        w_in, h_in = w_px, h_px
+            dpi = float((im.info.get("dpi") or (130, 130))[0]) or 130.0
+        w_in, h_in = w_px / dpi, h_px / dpi
         src = str(fig)
-    scale = min(width / w_in, max_height / h_in)
-    return Image(src, width=w_in * scale, height=h_in * scale)
+    w_pt, h_pt = 72.0 * w_in, 72.0 * h_in
+    scale = min(1.0, width / w_pt, max_height / h_pt)
+    return Image(src, width=w_pt * scale, height=h_pt * scale)
 
 
 def aspect(fig: Figure | Path) -> float:

@@ -88,19 +88,40 @@ def _front(c: _Context) -> list[Any]:
 
 
 def _summary(c: _Context) -> list[Any]:
-    from reportlab.platypus import Paragraph
+    from reportlab.platypus import KeepTogether, Paragraph, Spacer
 
     story: list[Any] = [Paragraph("Summary", c.st["h1"])]
     for n in c.norms:
         story += [c.para(line) for line in X.describe_attacks(c.res, c.bundle.paired, n)]
     story += [c.para(line) for line in X.describe_deform(c.res)]
-    for t in [*(T.attack_summary(c.res, n) for n in c.norms), T.deform_summary(c.res)]:
+    for n in c.norms:
+        f = F.robustness_curves(c.res, c.bundle.outcomes, n)
+        if f is not None:
+            story.append(KeepTogether([figure_flowable(f, c.width, 10 * c.cm),
+                                       c.para(_summary_caption(c, n), "small"), Spacer(1, 6)]))
+    tables = [T.attack_summary(c.res, n, c.bundle.paired, c.bundle.outcomes) for n in c.norms]
+    tables += T.deform_summaries(c.res, c.bundle.paired, c.bundle.outcomes)
+    for t in tables:
         if c.keep(t) is not None:
-            story += table_flowables(t, c.st, c.width)
+            story.append(KeepTogether(table_flowables(t, c.st, c.width, max_cols=8)))
     pair_t = c.keep(T.paired_table(c.bundle.paired))
     if pair_t is not None:
         story += table_flowables(pair_t, c.st, c.width, max_cols=8)
     return story
+
+
+def _summary_caption(c: _Context, norm: str) -> str:
+    from .summary_curve import grid_worst_case, min_norm_curves
+
+    _, attacks = grid_worst_case(c.res, norm)
+    text = (f"Robust accuracy of every model on the same test examples ({norm}); eps 0 is the clean accuracy. "
+            + (f"Solid: the per-example worst case over {', '.join(attacks)} (an example counts as robust only if "
+               f"every attack failed on it), at the eps of the run only. " if len(attacks) > 1 else
+               f"Solid: {attacks[0]}, at the eps of the run only. "))
+    if min_norm_curves(c.bundle.outcomes, norm, 1.0, points=2):
+        text += ("Dashed: minimal-norm attacks, accuracy at every eps from each example's smallest adversarial "
+                 "perturbation. ")
+    return text + "Bands: 95% Clopper-Pearson intervals over the examples."
 
 
 def _curves(c: _Context) -> list[Any]:
@@ -110,17 +131,22 @@ def _curves(c: _Context) -> list[Any]:
     for n in c.norms:
         f = F.eps_curves(c.res, n)
         if f is not None:
-            curves.append((f"Robust accuracy vs eps ({n})", f, "Lines: accuracy on the same examples; bands: 95% "
-                                                                "Clopper-Pearson intervals."))
+            curves.append((f"Robust accuracy vs eps per attack ({n})", f,
+                           "One panel per attack, one line per model, on the same examples; eps 0 is the clean "
+                           "accuracy; bands: 95% Clopper-Pearson intervals over the examples. The per-example worst "
+                           "case over the attacks is the summary figure."))
     f = F.deform_curves(c.res)
     if f is not None:
-        curves.append(("Accuracy vs deformation strength", f, "Bands: 95% intervals (t over random draws, or "
-                                                               "Clopper-Pearson for adversarial deformations)."))
+        curves.append(("Accuracy vs deformation strength", f,
+                       "Bands: 95% intervals: a t-interval over the random draws for random deformations (a "
+                       "Clopper-Pearson interval where one draw ran, e.g. at 0), Clopper-Pearson over the examples "
+                       "for spatial attacks (worst-of-k: the worst of k random rotations and translations per "
+                       "example within the bound), whose bound-0 point is the clean accuracy."))
     story = []
     for i, (title, fig, cap) in enumerate(curves):
         head = [Paragraph("Curves", c.st["h1"])] if i == 0 else []  # kept with the first figure: no orphan heading
         story.append(KeepTogether([*head, Paragraph(esc(title), c.st["h2"]),
-                                   figure_flowable(fig, c.width, 9.5 * c.cm), c.para(cap, "small"), Spacer(1, 6)]))
+                                   figure_flowable(fig, c.width, 11 * c.cm), c.para(cap, "small"), Spacer(1, 6)]))
     return story
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from ..provenance import git_commit, now, package_versions
 from ..results.rundir import RunBundle
 from ..results.table import fmt_strength
+from .labels import settings_text
 
 
 def provenance(bundle: RunBundle) -> list[tuple[str, str]]:
@@ -50,28 +51,25 @@ def _run_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
     for a in run.get("attacks") or []:
         out.append((f"attack {a.get('name')}", attack_settings(a.get("settings") or a.get("settings_at_first_eps")
                                                                  or a)))
-    return out
+    return out + _deformation_lines(run)
 
 
 def attack_settings(s: dict[str, Any]) -> str:
-    """'PGD linf: 20 steps, step 2.5 x eps/steps, 1 restart, random start, early stop; robustbench-lr StreamingPGD'."""
-    parts = [f"{s.get('attack', s.get('name', '?'))} {s.get('norm', '')}".strip() + ":"]
-    if s.get("steps"):
-        parts.append(f"{int(s['steps'])} steps,")
-    if s.get("step_size") == s.get("step_size") and s.get("step_size") is not None and s.get("eps"):
-        parts.append(f"step {float(s['step_size']) / float(s['eps']):.3g} x eps,")
-    if s.get("restarts"):
-        parts.append(f"{int(s['restarts'])} restart(s),")
-    if s.get("queries"):
-        parts.append(f"{int(s['queries'])} queries,")
-    parts.append("random start," if s.get("random_start") else "no random start,")
-    parts.append("early stop" if s.get("early_stop") else "no early stop")
-    text = " ".join(parts)
-    if s.get("protocol"):
-        text += f"; {s['protocol']}"
-    if s.get("implementation"):
-        text += f"; implementation: {s['implementation']}"
-    return text
+    """'pgd linf: 20 steps, step size 0.125 eps (0.0375 at eps 0.3), 1 restart, random start, early stop;
+    StreamingPGD; implementation: robustbench-lr StreamingPGD 0.1.0' (see `labels.settings_text`)."""
+    return settings_text(s)
+
+
+def _deformation_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for d in run.get("deformations") or []:
+        opts = ", ".join(f"{k}={v}" for k, v in (d.get("options") or {}).items())
+        strengths = ", ".join(f"{float(v):g}" for v in d.get("strengths") or [])
+        what = (f"strengths {strengths}; {d.get('draws')} random draws per strength" if d.get("name") != "worst-of-k"
+                else f"bounds {strengths}; the worst of {d.get('draws')} random rotations and translations within "
+                     f"the bound per example")
+        out.append((f"deformation {d.get('name')}", what + (f"; options {opts}" if opts else "")))
+    return out
 
 
 def _training(c: dict[str, Any]) -> str:
@@ -79,9 +77,16 @@ def _training(c: dict[str, Any]) -> str:
     if c.get("external"):
         return "external model"
     if not adv or adv.get("method") in (None, "none"):
-        return "clean training"
+        return "clean training (no adversarial examples)"
     name = {"pgd": "PGD-AT", "fgsm-rs": "FGSM-RS", "trades": "TRADES"}.get(adv["method"], adv["method"])
-    return f"{name} {adv.get('norm', '')} eps {fmt_strength(float(adv.get('eps', 0)))}"
+    text = f"adversarial training {name}, threat model {adv.get('norm', '')} eps {fmt_strength(float(adv.get('eps', 0)))}"
+    extra = [f"{adv['attack_steps']} attack steps" if adv.get("attack_steps") else "",
+             f"step size {float(adv['step_size']):.3g}" if adv.get("step_size") else "",
+             f"TRADES beta {adv['trades_beta']:g}" if adv.get("trades_beta") else "",
+             f"inner attack {adv['inner_attack']}" if adv.get("inner_attack") else "",
+             f"eps warm-up {adv['eps_warmup_epochs']} epochs" if adv.get("eps_warmup_epochs") else ""]
+    extra = [e for e in extra if e]
+    return text + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _seeds(bundle: RunBundle) -> str:

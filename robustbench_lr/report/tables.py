@@ -1,8 +1,15 @@
 """Report tables built from the tidy results: numeric long form (CSV/JSON) and a formatted display form.
 
-Every table is a `ReportTable`: `data` keeps numbers (accuracy and interval bounds as floats in [0, 1]);
-`display` is what the PDF, Markdown and LaTeX show (percentages with 95% intervals, the best value of each
-column marked with *). Which value is "best" is decided on the numbers: the highest accuracy.
+Every table is a `ReportTable`: `data` keeps numbers (accuracy and interval bounds as floats in [0, 1], and the
+mark of each cell); `display` is what the PDF, Markdown and LaTeX show (percentages with 95% intervals and the
+marks of `report.marks`: bold * only where the best model is significantly better than every other model of
+the column, a dagger on the tied group otherwise).
+
+- `attack_summary(results, norm, paired, outcomes)`: one long table per norm, one row per (attack, model) and
+  one aligned column per eps (clean accuracy first), the attacks' settings in its note;
+- `deform_summaries(results, paired, outcomes)`: one table per deformation, one column per strength, its note
+  saying which interval each column has (t over random draws, or Clopper-Pearson over examples);
+- `kernel_summary`, `hygiene_table`, `paired_table`.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ..results.table import fmt_strength
+from .labels import ATTACK_PARAMS, settings_text, strength_label, strength_unit, training_text
+from .marks import BEST_MARK, TIED_MARK, column_marks, paired_lookup, rule_text
 
-BEST_MARK = "*"
 MATRIX_MODELS = 4  # above this many models the hygiene table is drawn as a model x check matrix
+MARK_NAMES = {BEST_MARK: "best", TIED_MARK: "tied", "": "none"}
+__all__ = ["BEST_MARK", "TIED_MARK", "ReportTable", "attack_summary", "deform_rows", "deform_summaries", "fmt_acc",
+           "fmt_strength", "hygiene_table", "kernel_summary", "paired_table"]
 
 
 @dataclass
@@ -28,7 +39,11 @@ class ReportTable:
         title: heading in the PDF.
         data: numeric long table (one row per cell).
         display: formatted wide table (strings), as shown.
-        note: one line under the table (what the marks mean, the interval method).
+        note: the caption under the table (what the marks mean, the interval method, the settings).
+        best: column -> the marked models (for the text).
+        groups: display column groups laid out as separate blocks in the PDF (None: by width).
+        keys: how many leading display columns identify a row (repeated in every block; a change of the first
+            one starts a new group of rows).
     """
 
     name: str
@@ -37,7 +52,8 @@ class ReportTable:
     display: pd.DataFrame
     note: str = ""
     best: dict[str, str] = field(default_factory=dict)
-    groups: list[list[str]] | None = None  # display column groups laid out as separate blocks in the PDF
+    groups: list[list[str]] | None = None
+    keys: int = 1
 
 
 def fmt_acc(acc: float, lo: float, hi: float) -> str:
@@ -53,73 +69,172 @@ def model_order(results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(results["model"]))
 
 
-def _wide(cells: pd.DataFrame, columns: list[str], rows: list[str], name: str, title: str, note: str) -> ReportTable:
-    """cells: model, column, accuracy, ci_low, ci_high -> ReportTable with the best per column marked."""
-    disp = pd.DataFrame(index=rows, columns=columns, dtype=object)
-    best = {}
-    for col in columns:
-        sub = cells[cells["column"] == col]
-        if sub.empty:
-            continue
-        top = sub["accuracy"].max()
-        winners = sub[np.isclose(sub["accuracy"], top)]["model"].tolist()
-        if len(sub) > 1 and len(winners) < len(sub):
-            best[col] = ", ".join(winners)
-        for _, r in sub.iterrows():
-            mark = BEST_MARK if (len(sub) > 1 and r["model"] in winners and len(winners) < len(sub)) else ""
-            disp.loc[r["model"], col] = fmt_acc(r["accuracy"], r["ci_low"], r["ci_high"]) + mark
-    disp = disp.fillna("-")
-    disp.index.name = "model"
-    data = cells[["model", "column", "accuracy", "ci_low", "ci_high"]].reset_index(drop=True)
-    return ReportTable(name, title, data, disp.reset_index(), note, best)
+def _marked(sub: pd.DataFrame, pvalue, rules: set[str]) -> dict[str, str]:
+    marks, used = column_marks(sub, pvalue)
+    rules |= used
+    return marks
 
 
-def attack_summary(results: pd.DataFrame, norm: str) -> ReportTable | None:
-    """Clean accuracy, then robust accuracy per attack and eps (and the per-example worst case) for one norm."""
-    r = results[(results["family"].isin(["clean", norm]))]
-    if r.empty or not (r["family"] == norm).any():
+def _cell(r: pd.Series, mark: str) -> str:
+    return fmt_acc(r["accuracy"], r["ci_low"], r["ci_high"]) + mark
+
+
+def _training_note(results: pd.DataFrame, models: list[str]) -> str:
+    if "training_method" not in results:
+        return ""
+    t = results.drop_duplicates("model").set_index("model")["training_method"]
+    return " Models: " + "; ".join(f"{m}: {training_text(t.get(m))}" for m in models) + "."
+
+
+def _cells_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = ["group", "model", "column", "strength", "accuracy", "ci_low", "ci_high", "ci_method", "mark"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def attack_summary(results: pd.DataFrame, norm: str, paired: pd.DataFrame | None = None,
+                   outcomes: pd.DataFrame | None = None) -> ReportTable | None:
+    """Clean and robust accuracy of every model under every attack of one norm, one row per (attack, model)
+    and one column per eps; the per-example worst case as one more attack when two or more attacks ran."""
+    r = results[results["family"].isin(["clean", norm])]
+    adv = r[(r["family"] == norm) & (r["eps"] > 0)]
+    if adv.empty:
         return None
-    r = r[(r["attack"] == "clean") | (r["eps"] > 0)]
-    cells = r.assign(column=np.where(r["attack"] == "clean", "clean",
-                                     r["attack"] + " " + r["eps"].map(fmt_strength)))
-    cells = cells.drop_duplicates(["model", "column"])
-    cols = list(dict.fromkeys(["clean"] + [c for c in cells["column"] if c != "clean"]))
-    note = (f"Accuracy (%) on the same examples, {norm} threat model; 95% Clopper-Pearson intervals in brackets; "
-            f"{BEST_MARK} marks the best model of a column. 'worst-case' counts an example as robust only if every "
-            f"attack of the run failed on it.")
-    t = _wide(cells, cols, model_order(r), f"summary_{norm}", f"Robust accuracy under {norm} attacks", note)
-    t.groups = _groups_by_prefix(cols)
-    return t
+    attacks = [a for a in dict.fromkeys(adv["attack"]) if a != "worst-case"]
+    if len(attacks) >= 2 and (adv["attack"] == "worst-case").any():
+        attacks.append("worst-case")  # with one attack the worst case repeats it
+    models, eps_list = model_order(r), sorted(adv["eps"].unique())
+    clean = r[r["family"] == "clean"].drop_duplicates("model")
+    rules: set[str] = set()
+    clean_marks = _marked(clean, paired_lookup(paired, outcomes, "clean", "", 0.0), rules)
+    cols = ["clean"] + [f"eps {fmt_strength(e)}" for e in eps_list]
+    rows, disp = [], []
+    for atk in attacks:
+        line = {m: {"attack": atk, "model": m} for m in models}
+        for _, c in clean.iterrows():
+            line[c["model"]]["clean"] = _cell(c, clean_marks.get(c["model"], ""))
+            rows.append(_row(atk, c, "clean", 0.0, clean_marks))
+        for e, col in zip(eps_list, cols[1:]):
+            sub = adv[(adv["attack"] == atk) & np.isclose(adv["eps"], e)].drop_duplicates("model")
+            marks = _marked(sub, paired_lookup(paired, outcomes, atk, norm, float(e)), rules)
+            for _, c in sub.iterrows():
+                line[c["model"]][col] = _cell(c, marks.get(c["model"], ""))
+                rows.append(_row(atk, c, col, float(e), marks))
+        disp += [line[m] for m in models if len(line[m]) > 2]
+    display = pd.DataFrame(disp, columns=["attack", "model", *cols]).fillna("-")
+    n = int(clean["n_total"].iloc[0]) if len(clean) else int(adv["n_total"].iloc[0])
+    note = (f"Accuracy (%) of each model on the same {n} test examples, {norm} threat model; brackets: 95% "
+            f"Clopper-Pearson intervals over the examples. " + rule_text(rules) + " Attack settings: "
+            + "; ".join(_attack_settings(adv, a) for a in attacks if a != "worst-case") + ".")
+    if "worst-case" in attacks:
+        note += " worst-case: an example counts as robust only if every attack above failed on it."
+    note += _training_note(results, models)
+    data = _cells_frame(rows)
+    return ReportTable(f"summary_{norm}", f"Robust accuracy under {norm} attacks",
+                       data.rename(columns={"group": "attack"}), display, note, _best(data), keys=2)
 
 
-def _groups_by_prefix(cols: list[str], max_cols: int = 6) -> list[list[str]]:
-    """Column blocks for the PDF: one per perturbation (the text before the strength), at most max_cols wide."""
-    groups: dict[str, list[str]] = {}
-    for c in cols:
-        groups.setdefault(c.rsplit(" ", 1)[0], []).append(c)
-    out = []
-    for g in groups.values():
-        out += [g[i: i + max_cols] for i in range(0, len(g), max_cols)]
-    return out
+def _row(group: str, c: pd.Series, col: str, strength: float, marks: dict[str, str]) -> dict:
+    mark = marks.get(c["model"], "")
+    return {"group": group, "model": c["model"], "column": col, "strength": strength, "accuracy": c["accuracy"],
+            "ci_low": c["ci_low"], "ci_high": c["ci_high"], "ci_method": c.get("ci_method", ""),
+            "mark": MARK_NAMES[mark]}
 
 
-def deform_summary(results: pd.DataFrame) -> ReportTable | None:
-    """Accuracy per deformation and strength (random draws averaged; adversarial per bound)."""
-    r = results[results["family"] == "deform"]
-    if r.empty:
-        return None
-    cells = r.assign(column=r["perturbation"] + " " + r["param_value"].map(fmt_strength))
-    cols = list(dict.fromkeys(cells["column"]))
-    methods = sorted(set(r.get("ci_method", pd.Series(dtype=str)).dropna()))
-    note = (f"Accuracy (%) under deformations; intervals: {', '.join(methods) or 'none'} (t-over-draws: a t-interval "
-            f"over independent random draws). {BEST_MARK} marks the best model of a column.")
-    t = _wide(cells, cols, model_order(r), "summary_deform", "Accuracy under deformations", note)
-    t.groups = _groups_by_prefix(cols)
-    return t
+def _best(data: pd.DataFrame) -> dict[str, str]:
+    """'<group> <column>' -> the marked models of that column."""
+    d = data.assign(k=(data["group"].astype(str) + " " + data["column"]).str.strip())
+    return {k: ", ".join(g.loc[g["mark"] != "none", "model"]) for k, g in d.groupby("k", sort=False)
+            if (g["mark"] != "none").any()}
+
+
+def _attack_settings(adv: pd.DataFrame, attack: str) -> str:
+    """The settings of `attack` at its largest eps (the step size scales with eps), from its results row."""
+    rows = adv[adv["attack"] == attack].sort_values("eps")
+    return settings_text(rows.iloc[-1].to_dict()) if len(rows) else attack
+
+
+def deform_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The deformation rows of the results; a spatial attack (bounds such as max_rotation) without a bound-0 row
+    gets one from the clean row of the same model on the same examples (bound 0 allows no deformation, so its
+    accuracy is the clean accuracy), marked `from_clean`."""
+    r = results[results["family"] == "deform"].assign(from_clean=False)
+    clean = results[results["family"] == "clean"].drop_duplicates("model")
+    parts = []
+    for pert, s in r.groupby("perturbation", sort=False):
+        pname = str(s["param_name"].iloc[0])
+        z = clean[clean["model"].isin(s["model"]) & clean["n_total"].isin(s["n_total"])]
+        if pname in ATTACK_PARAMS and not np.isclose(s["param_value"], 0).any() and len(z):
+            s = pd.concat([z.assign(family="deform", perturbation=pert, param_name=pname, param_value=0.0,
+                                    from_clean=True), s], ignore_index=True)
+        parts.append(s)
+    return pd.concat(parts, ignore_index=True) if parts else r
+
+
+def deform_summaries(results: pd.DataFrame, paired: pd.DataFrame | None = None,
+                     outcomes: pd.DataFrame | None = None) -> list[ReportTable]:
+    """One table per deformation: one row per model, one column per strength. Random deformations have a
+    t-interval over draws (Clopper-Pearson where a single draw ran, e.g. the identity strength); spatial attacks
+    a Clopper-Pearson interval over examples and paired McNemar marks; their 0 column is the clean accuracy."""
+    r = deform_rows(results)
+    return [_deform_table(r[r["perturbation"] == p], paired, outcomes) for p in dict.fromkeys(r["perturbation"])]
+
+
+def _deform_table(s: pd.DataFrame, paired: pd.DataFrame | None, outcomes: pd.DataFrame | None) -> ReportTable:
+    pert, pname = str(s["perturbation"].iloc[0]), str(s["param_name"].iloc[0])
+    has_outcomes = outcomes is not None and not outcomes.empty and bool((outcomes["attack"] == pert).any())
+    adversarial = has_outcomes or pname in ATTACK_PARAMS
+    s = s.assign(ci_method=s["ci_method"].fillna("")) if "ci_method" in s else s.assign(ci_method="")
+    models, values = model_order(s), sorted(s["param_value"].unique())
+    unit = strength_unit(pname)
+    cols = [f"{fmt_strength(v)}{unit}" for v in values]
+    rules: set[str] = set()
+    rows, line = [], {m: {"model": m} for m in models}
+    for v, col in zip(values, cols):
+        sub = s[np.isclose(s["param_value"], v)].drop_duplicates("model")
+        pv = None
+        if has_outcomes:
+            pv = paired_lookup(paired, outcomes, "clean", "", 0.0) if sub["from_clean"].all() else \
+                paired_lookup(paired, outcomes, pert, "", float(v))
+        marks = _marked(sub, pv, rules)
+        for _, c in sub.iterrows():
+            line[c["model"]][col] = _cell(c, marks.get(c["model"], ""))
+            rows.append(_row(pert, c, col, float(v), marks))
+    display = pd.DataFrame([line[m] for m in models], columns=["model", *cols]).fillna("-")
+    note = (f"Accuracy (%) under {pert}; columns: {strength_label(pname)}. "
+            + _interval_note(s, adversarial, unit) + " " + rule_text(rules))
+    data = _cells_frame(rows)
+    random = "draws" in s and bool((s["draws"].fillna(1) > 1).any())
+    kind = "spatial attack" if adversarial else "random draws" if random else "deterministic"
+    return ReportTable(f"summary_deform_{pert}", f"Accuracy under deformations: {pert} ({kind})",
+                       data.rename(columns={"group": "perturbation"}), display, note, _best(data))
+
+
+def _interval_note(s: pd.DataFrame, adversarial: bool, unit: str) -> str:
+    """Which interval each column of a deformation table has."""
+    draws = s["draws"].fillna(1).astype(int) if "draws" in s else pd.Series(1, index=s.index)
+    n = int((s["n_total"] // draws.clip(lower=1)).iloc[0])
+    if adversarial:
+        zero = (f"; the 0{unit} column is the clean accuracy on the same examples (bound 0 allows no deformation)"
+                if s["from_clean"].any() else "")
+        return f"Brackets: 95% Clopper-Pearson intervals over the {n} examples (one outcome per example){zero}."
+    by_t = s[s["ci_method"] == "t-over-draws"]
+    by_cp = s[s["ci_method"] != "t-over-draws"]
+    parts = []
+    if len(by_t):
+        draws = sorted({int(d) for d in by_t["draws"].dropna()}) if "draws" in by_t else []
+        where = ", ".join(f"{fmt_strength(v)}{unit}" for v in sorted(by_t["param_value"].unique()))
+        parts.append(f"columns {where}: 95% t-interval over the {'/'.join(map(str, draws)) or 'several'} random "
+                     f"draws on the same examples (it reflects the draws, not the sampling of the examples)")
+    if len(by_cp):
+        where = ", ".join(f"{fmt_strength(v)}{unit}" for v in sorted(by_cp["param_value"].unique()))
+        parts.append(f"columns {where}: one draw (the result cannot vary), 95% Clopper-Pearson interval over the "
+                     f"examples")
+    return "Brackets: " + "; ".join(parts) + "."
 
 
 def kernel_summary(results: pd.DataFrame, perturbations: list[tuple[str, float]] | None = None) -> ReportTable | None:
-    """Mean accuracy over seeds per (model family, kernel size) for clean and selected perturbations."""
+    """Mean accuracy over seeds per (model family, kernel size) for clean and selected perturbations; marks by
+    non-overlapping t-intervals over seeds."""
     if not is_kernel_sweep(results):
         return None
     r = results[results["family"] != "drift"].copy()
@@ -130,23 +245,32 @@ def kernel_summary(results: pd.DataFrame, perturbations: list[tuple[str, float]]
     g = r.groupby(["model_name", "kernel_size", "column"], sort=False)
     agg = g.agg(accuracy=("accuracy", "mean"), sd=("accuracy", "std"), seeds=("accuracy", "size")).reset_index()
     agg["ci_low"], agg["ci_high"] = np.nan, np.nan
+    from ..results.stats import t_interval
+
     for i, row in agg.iterrows():
         sub = g.get_group((row["model_name"], row["kernel_size"], row["column"]))
-        if len(sub) >= 2:
-            from ..results.stats import t_interval
-
-            agg.at[i, "ci_low"], agg.at[i, "ci_high"] = t_interval(sub["accuracy"].to_numpy())
-        else:
-            agg.at[i, "ci_low"], agg.at[i, "ci_high"] = sub["ci_low"].iloc[0], sub["ci_high"].iloc[0]
+        lo_hi = t_interval(sub["accuracy"].to_numpy()) if len(sub) >= 2 else (sub["ci_low"].iloc[0], sub["ci_high"].iloc[0])
+        agg.at[i, "ci_low"], agg.at[i, "ci_high"] = lo_hi
     agg["model"] = agg["model_name"] + " k=" + agg["kernel_size"].astype(int).astype(str)
     cols = list(dict.fromkeys(agg["column"]))
     rows = list(dict.fromkeys(agg.sort_values(["model_name", "kernel_size"])["model"]))
+    disp = pd.DataFrame(index=rows, columns=cols, dtype=object)
+    rules: set[str] = set()
+    agg["mark"] = "none"
+    for col in cols:
+        sub = agg[agg["column"] == col]
+        marks = _marked(sub, None, rules)
+        for i, row in sub.iterrows():
+            disp.loc[row["model"], col] = _cell(row, marks.get(row["model"], ""))
+            agg.at[i, "mark"] = MARK_NAMES[marks.get(row["model"], "")]
+    disp = disp.fillna("-")
+    disp.index.name = "model"
     nseeds = int(agg["seeds"].max())
-    note = (f"Mean accuracy (%) over {nseeds} training seed(s) per model and kernel size; brackets: a t-interval over "
-            f"seeds (Clopper-Pearson with one seed). {BEST_MARK}: best row of a column.")
-    t = _wide(agg, cols, rows, "summary_kernel_size", "Accuracy and robustness vs kernel size", note)
-    t.data = agg.rename(columns={"sd": "sd_over_seeds"})
-    return t
+    note = (f"Mean accuracy (%) over {nseeds} training seed(s) per model and kernel size; brackets: a 95% t-interval "
+            f"over seeds (Clopper-Pearson over examples with one seed). " + rule_text(rules))
+    data = agg.rename(columns={"sd": "sd_over_seeds"})
+    return ReportTable("summary_kernel_size", "Accuracy and robustness vs kernel size", data, disp.reset_index(),
+                       note, _best(data.assign(group="")))
 
 
 def is_kernel_sweep(results: pd.DataFrame) -> bool:

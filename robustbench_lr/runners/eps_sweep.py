@@ -16,6 +16,7 @@ nothing: the AttackBench sanity flag).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -32,6 +33,7 @@ from ..attacks.counting import CountingModel
 from ..attacks.prepare import predict
 from ..attacks.registry import AttackSpec, build_attack
 from ..attacks.threat import check_adversarial
+from ..errors import UserError
 from .common import cell_seed
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class SweepState:
     target_hit_eps: np.ndarray
     done: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    norms: np.ndarray | None = None  # minimal-norm attacks: each example's smallest adversarial norm
 
     @classmethod
     def fresh(cls, clean_correct: np.ndarray) -> SweepState:
@@ -69,12 +72,15 @@ class SweepState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"clean_correct": self.clean_correct.tolist(), "min_eps": self.min_eps.tolist(),
-                "target_hit_eps": self.target_hit_eps.tolist(), "done": list(self.done), "rows": list(self.rows)}
+                "target_hit_eps": self.target_hit_eps.tolist(), "done": list(self.done), "rows": list(self.rows),
+                "norms": None if self.norms is None else self.norms.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepState:
+        norms = d.get("norms")
         return cls(np.asarray(d["clean_correct"], bool), np.asarray(d["min_eps"], np.float64),
-                   np.asarray(d["target_hit_eps"], np.float64), list(d["done"]), list(d["rows"]))
+                   np.asarray(d["target_hit_eps"], np.float64), list(d["done"]), list(d["rows"]),
+                   None if norms is None else np.asarray(norms, np.float64))
 
 
 @dataclass
@@ -167,6 +173,9 @@ def _attack_cell(job: SweepJob, state: SweepState, eps: float, on_adv: Callable[
             bar.update(len(idx))
     if bar is not None:
         bar.close()
+    if getattr(attack, "refused", ""):
+        raise UserError(f"{job.spec.name} refused to attack the model: {attack.refused}")
+    counters["flags"] = list(getattr(attack, "flags", []) or [])
     if job.model.training:  # an attack left the model in train mode: every count after it would be wrong
         raise RuntimeError(f"{job.spec.name} switched the model to train mode")
     forwards, grads = counting.reset()
@@ -209,5 +218,6 @@ def _cell_row(state: SweepState, eps: float, c: dict[str, float], spec: AttackSp
         "n_fooled_here": int(np.isclose(state.min_eps, eps, rtol=0, atol=1e-12).sum()) if eps > 0 else 0,
         "n_target_hit": int((state.target_hit_eps <= eps).sum()) if spec.targeted else 0,
         "n_unchanged_failed": int(c.get("n_unchanged_failed", 0)),
+        "attack_flags": json.dumps(c["flags"]) if c.get("flags") else "",
         "grad_evals": int(c["grad_evals"]), "forward_evals": int(c["forward_evals"]), "seconds": float(c["seconds"]),
     }

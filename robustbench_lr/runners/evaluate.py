@@ -37,6 +37,7 @@ from ..utils import resolve_device
 from .common import SUBSET_SEED, EvalSet, ModelSource, checkpoint_sources, fingerprint, load_eval_set
 from .eps_sweep import SweepState, run_sweep
 from .hygiene import iter_checks
+from .minimal_norm import minimal_norm_sweep
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,13 @@ class EvalConfig:
     attacks: tuple[str, ...] = ("fgsm", "pgd")
     norm: str = "linf"
     eps: tuple[float, ...] | None = None
-    steps: int = 20
+    steps: int | None = None
     restarts: int = 1
     step_size: float = 2.5
     random_start: bool = True
+    aa_version: str = "standard"
+    mask: str | None = None
+    mask_threshold: float = 0.0
     n: int = 1000
     batch_size: int = 256
     seed: int = 0
@@ -72,7 +76,9 @@ class EvalConfig:
     def specs(self) -> list[AttackSpec]:
         """The attacks (none: clean accuracy only)."""
         return [AttackSpec(a, norm=self.norm, steps=self.steps, restarts=self.restarts, step_size=self.step_size,
-                           random_start=self.random_start) for a in self.attacks]
+                           random_start=self.random_start, aa_version=self.aa_version,
+                           mask=self.mask if a.startswith("pgd") else None, mask_threshold=self.mask_threshold)
+                for a in self.attacks]
 
 
 @dataclass
@@ -170,21 +176,35 @@ def _sweep(plan: EvalPlan, src: ModelSource, model: torch.nn.Module, spec: Attac
     def adv_cb(eps: float, ex: np.ndarray, xa: torch.Tensor) -> None:
         on_adv(src.label, spec.key, eps, es.indices[ex], xa)
 
+    if spec.minimal_norm:
+        return minimal_norm_sweep(plan, src, model, spec, state, save, ctx), None
+
+    def aa_state(eps: float) -> dict[str, Any]:
+        path = store.path_for(f"aa__{src.label}__{spec.key}__{fp}__eps{eps:g}", ".json") if ctx.is_main else None
+        return {"state_path": path} if spec.name == "autoattack" and path is not None else {}
+
     shard = np.arange(ctx.rank, cfg.n, ctx.world_size) if ctx.distributed else None
     st = run_sweep(model, es.x, es.y, spec, plan.eps, num_classes=es.num_classes, seed=cfg.seed,
                    batch_size=cfg.batch_size, device=ctx.device, state=state, targets=targets, shard=shard,
                    reduce=(lambda s, c: _reduce(s, c)) if ctx.distributed else None, on_cell=save,
-                   on_adv=adv_cb if on_adv is not None else None, progress=cell_bar)
+                   on_adv=adv_cb if on_adv is not None else None, progress=cell_bar, attack_kwargs=aa_state)
     return st, targets
+
+
+def attack_label(spec: AttackSpec) -> str:
+    """The attack's name in the tables: 'pgd', or 'pgd-background' for a region-masked PGD."""
+    return f"{spec.name}-{spec.mask}" if getattr(spec, "mask", None) else spec.name
 
 
 def _sweep_rows(plan: EvalPlan, label: str, base: dict[str, Any], spec: AttackSpec, st: SweepState,
                 targets: torch.Tensor | None) -> Iterator[Row]:
+    name = attack_label(spec)
     for r in st.rows:
-        yield Row("results", {**base, **spec.settings(r["eps"]), **r, "family": spec.norm,
-                              "perturbation": spec.name, "param_name": "eps", "param_value": r["eps"]})
-    yield from outcome_rows(plan.es, label, spec.name, spec.norm, st.clean_correct, st.min_eps,
-                            targets.numpy() if targets is not None else None, st.target_hit_eps)
+        yield Row("results", {**base, **spec.settings(r["eps"]), **r, "attack": name, "family": spec.norm,
+                              "perturbation": name, "param_name": "eps", "param_value": r["eps"]})
+    extra = {"min_norm": np.asarray(st.norms)} if getattr(st, "norms", None) is not None else None
+    yield from outcome_rows(plan.es, label, name, spec.norm, st.clean_correct, st.min_eps,
+                            targets.numpy() if targets is not None else None, st.target_hit_eps, extra=extra)
 
 
 def outcome_rows(es: EvalSet, label: str, attack: str, norm: str, clean: np.ndarray, min_eps: np.ndarray,
@@ -247,7 +267,7 @@ def _hygiene_rows(plan: EvalPlan, src: ModelSource, model: torch.nn.Module, swee
     for name, rows in iter_checks(model, src.label, es.x, es.y, sweeps=sweeps, specs=plan.specs, eps_list=plan.eps,
                                   norm=plan.specs[0].norm, num_classes=es.num_classes, seed=cfg.seed,
                                   batch_size=cfg.batch_size, device=device, n_check=cfg.n_check,
-                                  steps=cfg.steps, skip=set(done)):
+                                  steps=cfg.steps or 20, skip=set(done)):
         done[name] = rows
         store.save(key, {"fingerprint": fp, "checks": done})
         if b is not None and not name.startswith("sanity__"):
@@ -275,7 +295,7 @@ def _reduce(state: SweepState, counters: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(v, op=dist.ReduceOp.SUM)
     s = torch.tensor([counters["seconds"]], dtype=torch.float64)
     dist.all_reduce(s, op=dist.ReduceOp.MAX)
-    return {**dict(zip(keys, v.tolist())), "seconds": float(s[0])}
+    return {**dict(zip(keys, v.tolist())), "seconds": float(s[0]), "flags": counters.get("flags", [])}
 
 
 __all__ = ["EvalConfig", "EvalPlan", "clean_settings", "evaluation_rows", "outcome_rows", "plan_evaluation"]

@@ -139,9 +139,13 @@ def describe(label: str, factory: str, weights: str | None, model: nn.Module, da
 
 def check_output(model: nn.Module, x: torch.Tensor, num_classes: int, label: str) -> None:
     """The model maps (N, C, H, W) [0, 1] images to (N, num_classes) logits; warns on randomness or softmax."""
-    with torch.no_grad():
-        out = model(x)
-        again = model(x)
+    try:
+        with torch.no_grad():
+            out = model(x)
+            again = model(x)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model {label!r} failed on a batch of {tuple(x.shape)} [0, 1] images ({first}).") from None
     if not isinstance(out, torch.Tensor) or out.shape != (len(x), num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserError(f"model {label!r} returned {shape} for a batch of {tuple(x.shape)}; it must return logits "

@@ -19,10 +19,14 @@ check at a time (`iter_checks` yields after each, so the caller can save progres
 | attack_unchanged      | (per attack, every cell) not every failed example came back bit-identical       |
 | attack_no_backward    | (per gradient attack, every cell with attacked examples) backward passes > 0    |
 | attack_no_success     | (per attack) some cell fooled a clean-correct example (warn otherwise)         |
+| autoattack:<check>    | the official AutoAttack's own checks (randomness, softmax, zero gradients, ...) |
+| minimal_norm_vs_pgd   | the minimal-norm curve is never above the PGD sweep beyond noise (McNemar)      |
+| aa_vs_torchattacks    | torchattacks' AutoAttack chain is not more than noise above the official one    |
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -121,7 +125,7 @@ class CheckContext:
             self._ind = {e: self.fresh_sweep(self.prim, [e], self.seed + 1).correct_at(e) for e in self.nz}
         return self._ind
 
-    def sweep_at(self, key: str, e: float) -> np.ndarray:
+    def sweep_at(self, key: str | None, e: float) -> np.ndarray:
         return self.sweeps[key].correct_at(e)[self.pos]
 
 
@@ -217,17 +221,22 @@ def check_noise(c: CheckContext) -> list[dict[str, Any]]:
                                            "same norm); > 0 means noise beat the attack")]
 
 
-def sanity_rows(label: str, key: str, rows: list[dict[str, Any]], gradient_free: bool) -> list[dict[str, Any]]:
-    """AttackBench's sanity flags for one attack, over every cell of its sweep (`SweepState.rows`)."""
+def sanity_rows(label: str, key: str, rows: list[dict[str, Any]], gradient_free: bool,
+                returns_clean: bool = False) -> list[dict[str, Any]]:
+    """AttackBench's sanity flags for one attack, over every cell of its sweep (`SweepState.rows`).
+
+    `returns_clean`: the attack returns the clean input for every point it does not fool by design (the official
+    AutoAttack, minimal-norm attacks), so the unchanged-input flag says nothing about it and is left out."""
     cells = [r for r in rows if r["eps"] > 0 and r["n_attacked"] > 0]
     if not cells:
         return []
     n = max(r["n_attacked"] for r in cells)
     failed = {r["eps"]: r["n_attacked"] - r["n_fooled_here"] for r in cells}
     same = [r["eps"] for r in cells if failed[r["eps"]] > 0 and r.get("n_unchanged_failed", 0) >= failed[r["eps"]]]
-    out = [_row(label, "attack_unchanged", "fail" if same else "pass", len(same), 0, n, attack=key,
-                detail="cells where every example the attack failed on came back bit-identical to the clean input"
-                       + (f": eps {', '.join(f'{e:g}' for e in same)}" if same else ": none"))]
+    out = [] if returns_clean else [
+        _row(label, "attack_unchanged", "fail" if same else "pass", len(same), 0, n, attack=key,
+             detail="cells where every example the attack failed on came back bit-identical to the clean input"
+                    + (f": eps {', '.join(f'{e:g}' for e in same)}" if same else ": none"))]
     if not gradient_free:
         zero = [r["eps"] for r in cells if r["grad_evals"] == 0]
         out.append(_row(label, "attack_no_backward", "fail" if zero else "pass", len(zero), 0, n, attack=key,
@@ -242,10 +251,69 @@ def sanity_rows(label: str, key: str, rows: list[dict[str, Any]], gradient_free:
     return out
 
 
+def flag_rows(label: str, key: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The attack's own checks (official AutoAttack), one row per check over every cell: its worst status."""
+    by: dict[str, list[tuple[float, dict[str, str]]]] = {}
+    for r in rows:
+        for f in json.loads(r.get("attack_flags") or "[]"):
+            by.setdefault(f["check"], []).append((r["eps"], f))
+    order = {"pass": 0, "warn": 1, "fail": 2}
+    out = []
+    for check, cells in by.items():
+        worst = max(cells, key=lambda c: order.get(c[1]["status"], 1))
+        bad = [e for e, f in cells if f["status"] != "pass"]
+        detail = worst[1].get("detail", "") + (f" (at eps {', '.join(f'{e:g}' for e in bad)})" if bad else "")
+        out.append(_row(label, f"autoattack:{check}", worst[1]["status"], len(bad), 0, len(cells), worst[0], key,
+                        detail))
+    return out
+
+
+def _paired_excess(a: np.ndarray, b: np.ndarray) -> tuple[float, int, int, float]:
+    """(accuracy of a - accuracy of b, a-only, b-only, exact McNemar p) on the same examples."""
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    return (a_only - b_only) / len(a), a_only, b_only, mcnemar_exact(a_only, b_only)
+
+
+def check_minimal_norm(c: CheckContext) -> list[dict[str, Any]]:
+    """A minimal-norm attack's curve must not lie above the PGD sweep beyond noise at any eps."""
+    ref = c.prim.key if c.prim.key in c.sweeps else None
+    rows = []
+    for key, st in c.sweeps.items():
+        if st.norms is None:
+            continue
+        cells = [(_paired_excess(st.correct_at(e)[c.pos], c.sweep_at(ref, e) if ref else c.independent()[e]), e)
+                 for e in c.nz]
+        (excess, a_only, b_only, p), e = max(cells, key=lambda t: t[0][0])
+        status = "pass" if excess <= TOL else ("fail" if p < 0.05 else "warn")
+        rows.append(_row(c.label, "minimal_norm_vs_pgd", status, excess, TOL, c.n, e, key,
+                         detail=f"max over eps of (minimal-norm accuracy - {c.prim.key} accuracy); at eps={e:g}: "
+                                f"{a_only} robust only under the minimal-norm attack, {b_only} only under PGD, "
+                                f"McNemar p={p:.2g} (fails if > 1 pt and p < 0.05)"))
+    return rows
+
+
+def check_aa_vs_ta(c: CheckContext) -> list[dict[str, Any]]:
+    """Run torchattacks' AutoAttack chain where the official one ran, on the checked examples, at the eps where
+    the official robust accuracy is closest to 50%; warn when torchattacks is higher beyond noise."""
+    key = next((k for k in c.sweeps if k.startswith("autoattack-") and not k.startswith("autoattack-ta")), None)
+    if key is None:
+        return []
+    st = c.sweeps[key]
+    e = min(c.nz, key=lambda v: abs(float(st.correct_at(v)[c.pos].mean()) - 0.5))
+    ta = c.fresh_sweep(AttackSpec("autoattack-ta", norm=c.norm), [e], c.seed).correct_at(e)
+    excess, ta_only, aa_only, p = _paired_excess(ta, st.correct_at(e)[c.pos])
+    status = "pass" if excess <= 0 or p >= 0.05 else "warn"
+    return [_row(c.label, "aa_vs_torchattacks", status, excess, 0, c.n, e, key,
+                 detail=f"torchattacks' chain minus the official AutoAttack at eps={e:g}: {ta_only} robust only under "
+                        f"torchattacks, {aa_only} only under the official code, McNemar p={p:.2g} (warns when "
+                        f"torchattacks is higher with p < 0.05)")]
+
+
 CHECKS: list[tuple[str, Callable[[CheckContext], list[dict[str, Any]]]]] = [
     ("deterministic", check_deterministic), ("gradients", check_gradients), ("unbounded", check_unbounded),
     ("monotone_eps", check_monotone), ("iterative_vs_single", check_iterative), ("double_steps", check_double_steps),
-    ("noise_vs_attack", check_noise),
+    ("noise_vs_attack", check_noise), ("minimal_norm_vs_pgd", check_minimal_norm),
+    ("aa_vs_torchattacks", check_aa_vs_ta),
 ]
 
 
@@ -264,7 +332,9 @@ def iter_checks(model: nn.Module, label: str, x: Tensor, y: Tensor, *, sweeps: d
                        num_classes, seed, batch_size, device, steps)
     for key, st in sweeps.items():
         spec = next((s for s in specs if s.key == key), None)
-        yield f"sanity__{key}", sanity_rows(label, key, st.rows, spec is not None and spec.gradient_free)
+        clean_back = spec is not None and (spec.name == "autoattack" or spec.minimal_norm)
+        yield f"sanity__{key}", sanity_rows(label, key, st.rows, spec is not None and spec.gradient_free,
+                                            clean_back) + flag_rows(label, key, st.rows)
     for name, fn in CHECKS:
         if skip and name in skip:
             continue

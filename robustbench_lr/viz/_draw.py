@@ -1,7 +1,13 @@
-"""Drawing helpers shared by the figure modules: figures, images, k x k heatmaps and grid markers.
+"""Drawing helpers shared by the figure modules: figures, images, k x k heatmaps and grid markers, and the one
+figure style of the package (the report's curves use it too).
 
 Figures are `matplotlib.figure.Figure` objects built without pyplot (no global state, nothing to close, no
 display needed); `Figure.savefig` renders them with Agg (PNG) or the PDF backend.
+
+Style: every figure is at most `PAGE_WIDTH` inches wide and at most `PAGE_HEIGHT` tall (the report's text block),
+and the report places figures at their own size (never enlarged, shrunk only if too big), so the font sizes
+below are the printed sizes in points: panel titles `FONT`, tick and colour-bar labels `SMALL` (never less),
+figure titles `FONT` + 1.5.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ WEIGHT_CMAP = "viridis"
 DIFF_CMAP = "RdBu_r"
 OUTSIDE_COLOUR = "0.85"  # window cells outside the input map (weight exactly 0 under border='mask')
 PIXEL_COLOUR = "#ff3b30"
-FONT = 8
+FONT = 8.5  # panel titles, axis and colour-bar labels (pt, as printed)
+SMALL = 7.5  # tick labels, legends, annotations (pt; nothing smaller)
+TITLE = 10  # figure titles
+PAGE_WIDTH = 7.0  # in: the report's text width (A4 less 1.5 cm margins)
+PAGE_HEIGHT = 9.2  # in: the text height left under a heading and above a caption
 
 
 def _pyplot_free_figure(width: float, height: float) -> Figure:
@@ -98,10 +108,10 @@ def offset_ticks(ax, k: int) -> None:
     """Label a k x k heatmap's axes with the offsets dx (columns) and dy (rows)."""
     r = k // 2
     ticks = [0, r, k - 1] if k > 1 else [0]
-    ax.set_xticks(ticks, [str(t - r) for t in ticks], fontsize=FONT - 1)
-    ax.set_yticks(ticks, [str(t - r) for t in ticks], fontsize=FONT - 1)
-    ax.set_xlabel("dx", fontsize=FONT - 1, labelpad=1)
-    ax.set_ylabel("dy", fontsize=FONT - 1, labelpad=1)
+    ax.set_xticks(ticks, [str(t - r) for t in ticks], fontsize=SMALL)
+    ax.set_yticks(ticks, [str(t - r) for t in ticks], fontsize=SMALL)
+    ax.set_xlabel("dx (cells)", fontsize=SMALL, labelpad=1)
+    ax.set_ylabel("dy (cells)", fontsize=SMALL, labelpad=1)
     ax.tick_params(length=2, pad=1)
 
 
@@ -124,14 +134,14 @@ def suptitle(fig, text: str) -> None:
     """A figure title, each line wrapped to the figure's width (about 14 characters per inch at this size)."""
     import textwrap
 
-    width = max(30, int(fig.get_figwidth() * 14))
-    fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=FONT + 1)
+    width = max(30, int(fig.get_figwidth() * 13))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=TITLE)
 
 
 def add_colorbar(fig, im, axes, label: str | None = None, uniform: float | None = None):
     """A colour bar for `axes`; `uniform` (e.g. 1 / k^2) draws the level of a uniform window as a red dotted line."""
     cb = fig.colorbar(im, ax=axes, shrink=0.9, aspect=25, pad=0.02)
-    cb.ax.tick_params(labelsize=FONT - 1)
+    cb.ax.tick_params(labelsize=SMALL)
     if label:
         cb.set_label(label, fontsize=FONT)
     if uniform is not None and cb.vmin <= uniform <= cb.vmax:
@@ -141,3 +151,21 @@ def add_colorbar(fig, im, axes, label: str | None = None, uniform: float | None 
 
 def hide(ax) -> None:
     ax.set_axis_off()
+
+
+def style_axis(ax, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> None:
+    """The package's axis style: title, labels (with their units), tick labels and a light grid."""
+    if title:
+        ax.set_title(title, fontsize=FONT)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=FONT)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.tick_params(labelsize=SMALL)
+    ax.grid(alpha=0.3)
+
+
+def fit_page(width: float, height: float) -> tuple[float, float]:
+    """(width, height) in inches scaled down, keeping the aspect, to fit PAGE_WIDTH x PAGE_HEIGHT."""
+    s = min(1.0, PAGE_WIDTH / width, PAGE_HEIGHT / height)
+    return width * s, height * s

@@ -93,6 +93,19 @@ class LayerGeometry:
         k = self.kernel_size
         return torch.tensor([c[2] for c in self.window(pixel)]).view(k, k)
 
+    def coverage(self) -> Tensor:
+        """(k, k) float in [0, 1]: for each window offset (dy, dx), the fraction of the layer's output pixels
+        whose window cell at that offset falls inside the input map (1: always, 0: never). A 7x7 window on a
+        4x4 map at stride 1 reaches its corner offsets (+-3, +-3) from 1 of the 16 output pixels only."""
+        r, k = self.kernel_size // 2, self.kernel_size
+
+        def along(n_out: int, n_in: int) -> Tensor:
+            pos = torch.arange(n_out)[:, None] * self.stride + torch.arange(-r, r + 1)[None, :]  # (n_out, k)
+            return ((pos >= 0) & (pos < n_in)).double().mean(0)
+
+        fy, fx = along(self.out_grid[0], self.in_grid[0]), along(self.out_grid[1], self.in_grid[1])
+        return (fy[:, None] * fx[None, :]).reshape(k, k)
+
     @staticmethod
     def box(pos: Sequence[int], stride: int) -> tuple[float, float, float, float]:
         """(x0, y0, width, height) in imshow coordinates (pixel centres at integers) of grid position
