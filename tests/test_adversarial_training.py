@@ -115,3 +115,19 @@ def test_bad_adversarial_input_is_one_line(tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--adversarial", "pgd", "--train-eps", "0"],
+    ["sweep", "kernel-size", "--model", "resnet_tiny", "--kernel-sizes", "3", "--adversarial", "pgd",
+     "--train-eps", "-1"],
+    ["demo", "--adversarial", "pdg"],
+])
+def test_demo_and_kernel_sweep_take_the_threat_model_and_refuse_bad_ones(tmp_path, capsys, monkeypatch, argv):
+    import robustbench_lr.training.loop as loop
+
+    monkeypatch.setattr(loop, "_setup", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    code = main([*argv, "--out", str(tmp_path / "never")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and ("--eps > 0" in err[0] or "Did you mean 'pgd'" in err[0]), err
+    assert not (tmp_path / "never").exists()

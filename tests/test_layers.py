@@ -368,3 +368,86 @@ def test_pointwise_conv_is_the_1x1_conv(bias):
     conv = PointwiseConv2d(12, 6, bias=bias).double()
     assert isinstance(conv, torch.nn.Conv2d) and set(conv.state_dict()) == ({"weight", "bias"} if bias else {"weight"})
     assert (conv(x) - F.conv2d(x, conv.weight, conv.bias)).abs().max().item() < 1e-12
+
+
+# --------------------------------------------------------------------------------------------------
+# Softmax temperature: w = softmax(Phi(q, k) / T + geo), checked against the logits written out here (unfold,
+# no lr_ops helper) in fp64 for every implementation, forward and every gradient.
+# --------------------------------------------------------------------------------------------------
+from robustbench_lr.errors import UserError  # noqa: E402
+from robustbench_lr.layers.local_relation import implementations  # noqa: E402
+
+
+def _explicit_layer(layer: LocalRelation2d, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    n, c, h, w = x.shape
+    k, s, g = layer.kernel_size, layer.stride, layer.groups
+    ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+    q = F.conv2d(x, layer.query.weight, layer.query.bias, stride=s).unsqueeze(2)  # (N, G, 1, Ho, Wo)
+    key = F.conv2d(x, layer.key.weight, layer.key.bias)
+    kunf = F.unfold(key, k, padding=k // 2, stride=s).view(n, g, k * k, ho, wo)  # zero-padded keys ('zeros')
+    diff = q - kunf
+    phi = {"sqdiff": -diff * diff, "absdiff": -diff.abs(), "dot": q * kunf}[layer.appearance]
+    logits = phi / temperature
+    geo = layer.geometry_prior()
+    if geo is not None:
+        logits = logits + geo.view(1, g, k * k, 1, 1)
+    if layer.border == "mask":
+        inside = F.unfold(torch.ones(1, 1, h, w, dtype=x.dtype), k, padding=k // 2, stride=s).view(1, 1, k * k, ho, wo)
+        logits = logits.masked_fill(inside < 0.5, float("-inf"))
+    wts = torch.softmax(logits, dim=2)
+    xunf = F.unfold(x, k, padding=k // 2, stride=s).view(n, g, c // g, k * k, ho, wo)
+    agg = (wts.unsqueeze(2) * xunf).sum(3).reshape(n, c, ho, wo)
+    return F.conv2d(agg, layer.proj.weight, layer.proj.bias)
+
+
+@pytest.mark.parametrize("impl", implementations())
+@pytest.mark.parametrize("appearance,geometry,border,stride", [
+    ("sqdiff", "mlp", "mask", 1), ("sqdiff", "table", "zeros", 2), ("absdiff", "mlp", "mask", 2),
+    ("absdiff", None, "zeros", 1), ("dot", "mlp", "zeros", 1), ("dot", "table", "mask", 2)])
+def test_temperature_divides_the_appearance_logits(impl, appearance, geometry, border, stride):
+    temperature = 2.5
+    torch.manual_seed(11)
+    layer = LocalRelation2d(16, 5, 8, appearance=appearance, geometry=geometry, border=border, stride=stride,
+                            impl=impl, temperature=temperature).double()
+    if layer.geometry_table is not None:
+        torch.nn.init.normal_(layer.geometry_table)
+    x = torch.randn(2, 16, 7, 9, dtype=torch.float64, requires_grad=True)
+    y, y_ref = layer(x), _explicit_layer(layer, x, temperature)
+    assert (y - y_ref).abs().max().item() < 1e-10
+    gy = torch.randn_like(y)
+    ins = [x, *(p for _, p in sorted(layer.named_parameters()))]
+    for a, b in zip(torch.autograd.grad(y, ins, gy), torch.autograd.grad(y_ref, ins, gy)):
+        assert (a - b).abs().max().item() < 1e-10
+    # and it is not the T = 1 layer
+    assert (y - _explicit_layer(layer, x, 1.0)).abs().max().item() > 1e-3
+    wts = layer.aggregation_weights(x)
+    assert torch.allclose(wts.sum(2), torch.ones_like(wts.sum(2)))
+
+
+def test_temperature_one_is_the_default_layer_bit_for_bit():
+    torch.manual_seed(0)
+    a = LocalRelation2d(16, 5, 8)
+    b = LocalRelation2d(16, 5, 8, temperature=1.0)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 16, 9, 9)
+    assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_bad_temperature_raises(bad):
+    with pytest.raises(UserError, match="temperature"):
+        LocalRelation2d(16, 3, 8, temperature=bad)
+
+
+def test_create_model_passes_the_temperature():
+    from robustbench_lr.models import create_model
+
+    torch.manual_seed(0)
+    hot = create_model("lrnet_tiny", temperature=4)
+    plain = create_model("lrnet_tiny")
+    plain.load_state_dict(hot.state_dict())
+    layers = [m for m in hot.modules() if isinstance(m, LocalRelation2d)]
+    assert layers and all(m.temperature == 4.0 for m in layers)
+    x = torch.rand(2, 1, 28, 28)
+    hot.eval(), plain.eval()
+    assert not torch.allclose(hot(x), plain(x))

@@ -204,6 +204,22 @@ def test_fewer_than_four_classes_error_or_documented_fallback(n_cls):
     check_adversarial(x, res.x_adv, "linf", 0.3)
 
 
+def test_autoattack_subset_runs_only_those_attacks_and_says_so(tiny):
+    model, x, y = tiny
+    spec = AttackSpec("autoattack", aa_attacks=("apgd-t", "apgd-ce"))
+    assert spec.aa_attacks == ("apgd-ce", "apgd-t")  # the version's order, whatever the user's
+    s = spec.settings(0.1)
+    assert s["aa_version"] == "standard[apgd-ce+apgd-t]" and s["protocol"].startswith("SUBSET of standard")
+    fn = build_attack(spec, model, 0.1, 10, 0, batch_size=16)
+    fn(x[:12], y[:12])
+    assert set(fn.result.attacks) <= {"apgd-ce", "apgd-t"} and fn.result.attacks[0] == "apgd-ce"
+    assert AttackSpec("autoattack", aa_attacks=("apgd-ce", "apgd-t", "fab-t", "square")).aa_attacks is None
+    with pytest.raises(UserError, match="Did you mean 'apgd-t'"):
+        AttackSpec("autoattack", aa_attacks=("apgd-tt",))
+    with pytest.raises(UserError, match="--attack autoattack only"):
+        AttackSpec("pgd", aa_attacks=("apgd-ce",))
+
+
 def test_autoattack_spec_and_build_errors():
     with pytest.raises(UserError, match="Did you mean 'plus'"):
         AttackSpec("autoattack", aa_version="plsu")

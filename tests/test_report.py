@@ -35,7 +35,7 @@ def test_report_pdf_opens_and_has_its_sections(run_dir, tmp_path):
     out = build_report([run_dir], pdf)
     text = _text(pdf)
     for title in ("Provenance", "Evaluation hygiene", "Summary", "Robust accuracy under linf attacks",
-                  "Paired comparisons", "Curves"):
+                  "Paired comparisons", "Curves", "Robust accuracy of every model on the same test examples"):
         assert title in text, title
     assert "exact McNemar" in text and "Clopper-Pearson" in text
     folder = tmp_path / "r" / "report_tables"
@@ -43,6 +43,26 @@ def test_report_pdf_opens_and_has_its_sections(run_dir, tmp_path):
         for ext in ("csv", "md", "tex"):
             assert (folder / f"{name}.{ext}").stat().st_size > 0
     assert out["tables"] == str(folder)
+
+
+def test_pdf_text_has_the_settings_of_every_attack_it_reports(run_dir, tmp_path):
+    """Every attack of the results appears with its settings (steps, step size, restarts, random start, early stop,
+    implementation) on page 1 and in the note of its table."""
+    from robustbench_lr.report.labels import settings_text
+
+    build_report([run_dir], tmp_path / "report.pdf")
+    flat = "".join(_text(tmp_path / "report.pdf").split())
+    res = pd.read_csv(run_dir / "results.csv")
+    attacks = res[(res["family"] == "linf") & (res["attack"] != "worst-case")]
+    assert set(attacks["attack"]) == {"fgsm", "pgd"}
+    for atk, rows in attacks.groupby("attack"):
+        text = settings_text(rows.sort_values("eps").iloc[-1].to_dict())
+        assert "".join(text.split()) in flat, text
+        assert flat.count("".join(text.split())) >= 2, f"{atk}: on page 1 and next to its table"
+    pgd = settings_text(attacks[attacks["attack"] == "pgd"].sort_values("eps").iloc[-1].to_dict())
+    for part in ("5 steps", "step size 0.5 eps", "1 restart", "random start", "early stop", "StreamingPGD"):
+        assert part in pgd
+    assert "cleantraining" in flat  # the training threat model of each model
 
 
 def test_report_tables_json_round_trips(run_dir, tmp_path):

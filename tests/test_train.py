@@ -37,6 +37,8 @@ def test_training_writes_a_self_describing_checkpoint(tmp_path):
     assert on_disk["training"]["config"]["epochs"] == 2 and on_disk["training"]["command"]
     assert set(on_disk["versions"]) >= {"torch", "robustbench_lr", "python"}
     assert "git_commit" in on_disk and len(on_disk["weights_sha256"]) == 64
+    prov = on_disk["provenance"]  # what reproduces bit for bit, stated with the thread count it depends on
+    assert prov["torch_threads"] == torch.get_num_threads() and "threads" in prov["reproducibility"]
     m = on_disk["metrics"]
     assert m["test_total"] == 1000 and 0 <= m["test_correct"] <= 1000 and len(m["history"]) == 2
     # the reloaded model reproduces the stored held-out accuracy

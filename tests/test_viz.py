@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +227,142 @@ def test_cli_bad_input_is_one_line_and_no_file(tiny_checkpoints, tmp_path, capsy
         assert not out.exists() and not list(tmp_path.iterdir())
     assert main(["visualize", "--checkpoint", tiny_checkpoints["conv"], "--out", str(out)]) == 2
     assert "--kind attributions" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- the report's defaults
+def _colorbar_labels(fig) -> list[str]:
+    return [ax.get_ylabel() for ax in fig.axes if hasattr(ax, "_colorbar")]
+
+
+def test_the_default_example_is_one_the_attack_fools(models):
+    """runners.figures.select_example (used by the report and by `visualize`) shows a fooled example unless an
+    index is given: clean-correct, and the adversarial prediction differs from the label."""
+    from robustbench_lr.data import load_dataset
+    from robustbench_lr.runners.figures import select_example
+
+    m = models["lr"]
+    x, y = load_dataset("mnist5k", "test").batch(torch.arange(32))
+    kw = {"eps": 0.3, "norm": "linf", "steps": 10, "seed": 0, "num_classes": 10, "device": torch.device("cpu")}
+    sel = select_example(m, x, y, list(range(32)), **kw)
+    ex = sel.example
+    assert ex.fooled and ex.adv_pred != ex.label and ex.clean_pred == ex.label
+    with torch.no_grad():
+        assert int(m(sel.x_ex_adv[None]).argmax()) != int(y[ex.position]) == ex.label
+        assert int(m(sel.x[None]).argmax()) == ex.label
+    assert float((sel.x_ex_adv - sel.x).abs().max()) <= 0.3 + 1e-6
+    fixed = select_example(m, x, y, list(range(32)), index=7, **kw)
+    assert fixed.example.dataset_index == 7  # --index overrides the choice
+
+
+def test_visualize_defaults_are_the_reports(models):
+    from dataclasses import fields
+
+    from robustbench_lr.cli.visualize import FIGURE_STEPS, FIGURE_SUBSET
+    from robustbench_lr.runners.figures import FigureConfig
+    from robustbench_lr.viz.layers import figure_layer
+
+    defaults = {f.name: f.default for f in fields(FigureConfig)}
+    assert FIGURE_STEPS == defaults["steps"] and FIGURE_SUBSET == defaults["n"]
+    assert figure_layer(models["lr"]) == "stages.1.0.spatial" and figure_layer(models["conv"]) is None
+
+
+def test_window_coverage_of_a_small_map(models):
+    geo = viz.layer_geometry(models["lr"], (1, 28, 28))
+    g = geo["stages.2.1.spatial"]  # 7x7 window on a 4x4 map, stride 1
+    cov = g.coverage()
+    assert cov[0, 0] == pytest.approx(1 / 16) and cov[3, 3] == 1.0 and cov[0, 3] == pytest.approx(1 / 4)
+    for name in ("stages.0.0.spatial", "stages.2.0.spatial"):  # brute force over every output pixel
+        gg = geo[name]
+        pix = [(r, c) for r in range(gg.out_grid[0]) for c in range(gg.out_grid[1])]
+        brute = sum(gg.inside(p).double() for p in pix) / len(pix)
+        assert torch.allclose(gg.coverage(), brute)
+
+
+def test_priors_grey_out_offsets_outside_the_map(models):
+    m = models["lr"]
+    fig = viz.plot_geometry_priors(m, "stages.2.1.spatial")
+    heat = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("group")]
+    mask = np.ma.getmaskarray(heat[0].images[0].get_array())
+    assert mask[0, 0] and mask[6, 6] and not mask[3, 3]  # corners reached by 1 of 16 pixels: grey
+    assert all("% on grey" in ax.get_title() for ax in heat)
+    full = viz.plot_geometry_priors(m, "stages.0.0.spatial")  # 14x14 map: every offset mostly inside
+    assert not np.ma.getmaskarray([a for a in full.axes if a.images][0].images[0].get_array()).any()
+    evo = viz.plot_prior_evolution(m)
+    ent = [ax for ax in evo.axes if ax.lines and not ax.images]
+    assert len(ent) == len(LR_NAMES) and len({ax.get_ylim() for ax in ent}) == 1  # one y scale for all layers
+    assert all(label for label in _colorbar_labels(evo))
+
+
+def test_figures_fit_the_page_and_label_their_scales(models, images):
+    from robustbench_lr.viz import _draw as D
+
+    m, (x, y) = models["lr"], images
+    x_adv = (x[1] + 0.1 * torch.sign(torch.randn_like(x[1]))).clamp(0, 1)
+    figs = [viz.plot_pixel_weights(m, x[1], "stages.1.0.spatial"), viz.plot_weights_overlay(m, x[1]),
+            viz.plot_attention_shift(m, x[1], x_adv, "stages.1.0.spatial"),
+            viz.plot_attributions(m, x[1], x_adv, int(y[1]), **FAST_ATTR), viz.plot_prior_evolution(m)]
+    for fig in figs:
+        w, h = fig.get_size_inches()
+        assert w <= D.PAGE_WIDTH + 1e-6 and h <= D.PAGE_HEIGHT + 1e-6
+        labels = _colorbar_labels(fig)
+        assert labels and all(labels), labels
+    for fig in figs[2:4]:  # the perturbation panel has a scale in pixel values
+        assert any("pixel value" in lab for lab in _colorbar_labels(fig))
+    shift = figs[2]
+    assert len([ax for ax in shift.axes if ax.images]) == 3 + 3 * 2  # images + 3 rows x 2 groups, one page
+
+
+def _synthetic_run(root: Path) -> Path:
+
+    from robustbench_lr.results import RunTables, frame, write_run
+
+    rows = []
+    for m, s in (("lr", 1.0), ("conv", 0.7)):
+        rows.append({"model": m, "family": "clean", "perturbation": "clean", "attack": "clean", "eps": 0.0,
+                     "param_name": "eps", "param_value": 0.0, "n_total": 100, "n_correct": 90})
+        for e in (0.1, 0.2):
+            rows.append({"model": m, "family": "linf", "perturbation": "pgd", "attack": "pgd", "norm": "linf",
+                         "eps": e, "param_name": "eps", "param_value": e, "n_total": 100,
+                         "n_correct": int(60 * s / (10 * e))})
+    from robustbench_lr.results import finalize
+
+    write_run(root, RunTables(finalize(rows), frame([], "paired"), frame([], "hygiene"), frame([], "outcomes")),
+              {"command": "synthetic"})
+    return root
+
+
+def test_visualize_draws_the_reports_curves_from_a_run(tmp_path, capsys):
+    run = _synthetic_run(tmp_path / "run")
+    for kind in ("summary", "eps-curves"):
+        out = tmp_path / f"{kind}.png"
+        assert main(["visualize", "--run", str(run), "--kind", kind, "--out", str(out)]) == 0
+        assert out.read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "k.png"
+    assert main(["visualize", "--run", str(run), "--kind", "kernel-curves", "--out", str(bad)]) == 2
+    assert "kernel-size" in capsys.readouterr().err and not bad.exists()
+    assert main(["visualize", "--kind", "summary", "--out", str(bad)]) == 2
+    assert main(["visualize", "--run", str(run), "--kind", "summary", "--norm", "l2", "--out", str(bad)]) == 2
+    assert "no l2 attack" in capsys.readouterr().err and not bad.exists()
+
+
+def test_visualize_takes_the_example_eps_and_layer_of_a_runs_figure(tmp_path):
+    import argparse
+    import json
+
+    from robustbench_lr.cli.visualize import apply_run_defaults
+
+    run = _synthetic_run(tmp_path / "run")
+    (run / "figures").mkdir()
+    (run / "figures" / "lr_shift.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    cap = ("lr (lrnet_tiny), layer stages.2.0.spatial: 7x7 window, stride 2, 16 groups; test example 5 (label 3), "
+           "PGD-7 linf eps=0.2: fooled; prediction 3 at 90% clean, 5 at 60% adversarial: clean vs adversarial")
+    (run / "figures" / "figures.json").write_text(json.dumps([{"file": "lr_shift.png", "title": "t", "caption": cap,
+                                                                "model": "lr", "kind": "shift", "index": 5}]))
+    args = argparse.Namespace(run=[str(run)], kind="shift", index=None, eps=None, steps=None, norm=None, layer=None)
+    apply_run_defaults(args, "lr")
+    assert (args.index, args.eps, args.steps, args.norm, args.layer) == (5, "0.2", 7, "linf", "stages.2.0.spatial")
+    given = argparse.Namespace(run=[str(run)], kind="shift", index=1, eps="0.1", steps=3, norm="linf", layer="stem.3")
+    apply_run_defaults(given, "lr")
+    assert (given.index, given.eps, given.steps, given.layer) == (1, "0.1", 3, "stem.3")  # options win
+    with pytest.raises(UserError, match="no report figures of conv"):
+        apply_run_defaults(argparse.Namespace(run=[str(run)], kind="shift"), "conv")

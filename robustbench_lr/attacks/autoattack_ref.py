@@ -22,9 +22,9 @@ writes the set of attacks through json's `default=str`, so `from_disk` never mat
   while the wrapper runs (nothing reaches stdout or the root logger; debug lines go to this module's logger
   at DEBUG) and `check_rows` turns them into {check, status, detail} rows. A model whose output is a
   probability distribution is refused before any attack: `refused` says why and the rows hold a 'fail'.
-- resume: with `state_path`, a killed run continues from the last finished batch. The state file (JSON) and
+- resume: with `state_path`, a killed run continues from the last finished batch. The state (JSON) and
   `<state_path>.adv/` (safetensors shards) hold the robust flags, the attack that fooled each point and its
-  adversarial example, so after a resume `x_adv` is complete, including points fooled before the kill.
+  adversarial example: after a resume `x_adv` is complete, including points fooled before the kill.
 """
 
 from __future__ import annotations
@@ -327,6 +327,19 @@ def _open_state(path: Path | None, key: str, x: Tensor, cc: np.ndarray) -> tuple
     return st, x.clone(), False
 
 
+def _validate(model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, version: str, few: str,
+              batch_size: int) -> tuple[str, float]:  # refuse bad arguments before anything runs
+    norm, eps = check_norm(norm), float(eps)
+    check_choice("version", version, AA_VERSIONS), check_choice("few_classes", few, ("error", "fallback"))
+    check_positive_int("batch_size", batch_size)
+    if not (math.isfinite(eps) and eps > 0):
+        raise UserError(f"AutoAttack needs eps > 0; got {eps!r}.")
+    if len(x) == 0 or len(x) != len(y) or model.training:
+        raise UserError(f"AutoAttack needs n >= 1 points with one label each ({len(x)} images, {len(y)} labels) "
+                        "and a model in eval mode (use prepare_for_attack).")
+    return norm, eps
+
+
 def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float,
                             version: str = "standard", seed: int = 0, batch_size: int = 250,
                             device: torch.device | str = "cpu", state_path: str | Path | None = None,
@@ -342,16 +355,7 @@ def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str
         attacks: a subset of the version's attacks (run in the version's order, with its parameters).
         few_classes: 'error' or 'fallback' when the model has fewer than 4 classes.
     """
-    norm, eps = check_norm(norm), float(eps)
-    check_choice("version", version, AA_VERSIONS)
-    check_choice("few_classes", few_classes, ("error", "fallback"))
-    check_positive_int("batch_size", batch_size)
-    if not (math.isfinite(eps) and eps > 0):
-        raise UserError(f"AutoAttack needs eps > 0; got {eps!r}.")
-    if len(x) == 0 or len(x) != len(y):
-        raise UserError(f"AutoAttack needs n >= 1 points with one label each; got {len(x)} images, {len(y)} labels.")
-    if model.training:
-        raise UserError("AutoAttack needs a model in eval mode (use prepare_for_attack).")
+    norm, eps = _validate(model, x, y, norm, eps, version, few_classes, batch_size)
     from pyautoattack import checks
 
     device = torch.device(device)

@@ -145,6 +145,16 @@ class StreamingPGD:
         n = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.dim() - 1)))
         return xa + self.alpha * g / n
 
+    def _done(self, logits: Tensor, yb: Tensor, live: Tensor, targeted: bool) -> Tensor:
+        """Count this step's gradient evaluations; (b,) mask of live slots that already succeed."""
+        nlive = int(live.sum())
+        self.forwards += nlive
+        self.grad_evals += nlive
+        if not self.early_stop:
+            return torch.zeros_like(live)
+        pred = logits.argmax(1)
+        return ((pred == yb) if targeted else (pred != yb)) & live
+
     def __call__(self, x: Tensor, y: Tensor, ids: Tensor, targets: Tensor | None = None) -> Tensor:
         n = len(x)
         out = x.clone()
@@ -184,18 +194,11 @@ class StreamingPGD:
             if not self.fixed_shape and not queue and not bool(live.all()):
                 # the queue is empty: without a compiled graph there is no reason to keep dead slots
                 keep = live.nonzero().flatten()
-                slot_ex, slot_step, x0, xa, yb = (slot_ex[keep], slot_step[keep], x0[keep], xa[keep], yb[keep])
+                slot_ex, slot_step, x0, xa, yb = (t[keep] for t in (slot_ex, slot_step, x0, xa, yb))
                 mk = None if mk is None else mk[keep]
                 live = slot_ex >= 0
             logits, g = self._grad(xa, yb, sign)
-            nlive = int(live.sum())
-            self.forwards += nlive
-            self.grad_evals += nlive
-            pred = logits.argmax(1)
-            done_now = (pred != yb) if targets is None else (pred == yb)
-            if not self.early_stop:
-                done_now = torch.zeros_like(done_now)
-            done_now &= live
+            done_now = self._done(logits, yb, live, targets is not None)
             # fooled at the current point: keep it, no further step
             upd = live & ~done_now
             if bool(upd.any()):

@@ -109,6 +109,8 @@ class AttackSpec:
         queries: Square attack's query budget.
         early_stop: PGD stops iterating an example once it is fooled (StreamingPGD); False runs torchattacks' PGD.
         aa_version: official AutoAttack's version: 'standard', 'plus' or 'rand' (autoattack only).
+        aa_attacks: a subset of that version's attacks (e.g. ('apgd-ce', 'apgd-t')), run in the version's order with
+            its parameters; the rows then say 'standard[apgd-ce+apgd-t]', never plain AutoAttack. None: all of them.
         mask: None, 'background' or 'foreground': StreamingPGD perturbs only those pixels (PGD variants only).
         mask_threshold: a pixel is background if its clean value is <= this in every channel, in [0, 1).
     """
@@ -122,6 +124,7 @@ class AttackSpec:
     queries: int = 5000
     early_stop: bool = True
     aa_version: str = "standard"
+    aa_attacks: tuple[str, ...] | None = None
     mask: str | None = None
     mask_threshold: float = 0.0
 
@@ -141,11 +144,32 @@ class AttackSpec:
         if not self.step_size > 0:
             raise UserError(f"--step-size must be > 0; got {self.step_size!r}.")
         check_choice("aa_version", self.aa_version, AA_VERSIONS)
+        self._check_aa_attacks()
         check_region(self.mask, self.mask_threshold)
         if self.mask is not None and not self.name.startswith("pgd"):
             raise UserError(f"--mask restricts PGD only; attack {self.name!r} cannot take a region mask.")
         if self.mask is not None and not self.early_stop:
             raise UserError("--mask needs StreamingPGD (early_stop=True); torchattacks' PGD cannot mask regions.")
+
+    def _check_aa_attacks(self) -> None:
+        if self.aa_attacks is None:
+            return
+        from .autoattack_ref import VERSION_ATTACKS
+
+        subset = tuple(dict.fromkeys(self.aa_attacks))
+        if self.name != "autoattack" or not subset:
+            raise UserError("--aa-attacks takes a non-empty subset of the official AutoAttack's attacks "
+                            "(--attack autoattack only).")
+        for a in subset:
+            check_choice(f"attack of AutoAttack {self.aa_version!r}", a, VERSION_ATTACKS[self.aa_version])
+        full = VERSION_ATTACKS[self.aa_version]
+        object.__setattr__(self, "aa_attacks", None if set(subset) == set(full) else
+                           tuple(a for a in full if a in subset))
+
+    @property
+    def aa_label(self) -> str:
+        """'standard', or 'standard[apgd-ce+apgd-t]' for a subset (never to be read as the full AutoAttack)."""
+        return self.aa_version + (f"[{'+'.join(self.aa_attacks)}]" if self.aa_attacks else "")
 
     @property
     def key(self) -> str:
@@ -184,8 +208,10 @@ class AttackSpec:
             s.update(steps=0, queries=self.queries)
         elif self.name == "autoattack":
             s.update(steps=AA_STEPS, restarts=5 if self.aa_version == "plus" else 1, queries=AA_QUERIES,
-                     aa_version=self.aa_version, random_start=True,
-                     protocol=_AA_PROTOCOL[self.aa_version] + " (targets n_classes - 1 if fewer than 10 classes)")
+                     aa_version=self.aa_label, random_start=True,
+                     protocol=(f"SUBSET of {self.aa_version}: {', '.join(self.aa_attacks)} only; " if self.aa_attacks
+                               else "") + _AA_PROTOCOL[self.aa_version]
+                     + " (targets n_classes - 1 if fewer than 10 classes)")
         elif self.name == "autoattack-ta":
             s.update(steps=AA_STEPS, restarts=1, queries=AA_QUERIES, protocol="torchattacks chain, not the reference: "
                      + _AA_PROTOCOL["standard"])
@@ -353,7 +379,7 @@ class AutoAttackFn:
 
         res = run_official_autoattack(self.model, x, y, norm=self.spec.norm, eps=self.eps,
                                       version=self.spec.aa_version, seed=self.seed, batch_size=self.batch_size,
-                                      device=x.device, state_path=self.state_path)
+                                      device=x.device, state_path=self.state_path, attacks=self.spec.aa_attacks)
         self.result, self.flags, self.refused = res, res.flags, res.refused
         self.grad_evals += res.grad_evals
         self.forwards += res.forwards

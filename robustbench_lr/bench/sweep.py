@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m robustbench_lr.bench sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", action="append", required=True)
-    ap.add_argument("--eps", default="0,0.05,0.1,0.2,0.3")
+    ap.add_argument("--eps", default=None, help="default: the dataset's eps sweep (attacks.threat.EPS_DEFAULTS)")
     ap.add_argument("--norm", default="linf")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--n", type=int, default=1000)
@@ -79,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..utils import resolve_device
 
     device = resolve_device(args.device)
-    eps = parse_eps(args.eps)
+    if args.eps is None:
+        from ..attacks.threat import default_eps
+
+        eps = default_eps(checkpoint_sources(args.checkpoint[:1])[0].meta["dataset"]["name"], args.norm)
+    else:
+        eps = parse_eps(args.eps)
     print("# eps sweep vs independent runs: " + ", ".join(f"{k}={v}" for k, v in environment(device).items()))
     print(f"# PGD-{args.steps} {args.norm}, step 2.5*eps/steps, random start, early stop "
           f"{'off (torchattacks)' if args.no_early_stop else 'on (StreamingPGD)'}; n={args.n}; eps={eps}")

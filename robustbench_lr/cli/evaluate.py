@@ -22,7 +22,9 @@ def config_from(args: argparse.Namespace):  # noqa: ANN201 (EvalConfig, imported
     return EvalConfig(checkpoints=tuple(args.checkpoint), attacks=tuple(args.attack or ["fgsm", "pgd"]),
                       norm=args.norm, eps=tuple(parse_eps(args.eps)) if args.eps else None, steps=args.steps,
                       restarts=args.restarts, step_size=args.step_size, random_start=not args.no_random_start,
-                      aa_version=args.aa_version, mask=args.mask, mask_threshold=args.mask_threshold,
+                      aa_version=args.aa_version,
+                      aa_attacks=tuple(args.aa_attacks.split(",")) if args.aa_attacks else None,
+                      mask=args.mask, mask_threshold=args.mask_threshold,
                       n=args.n, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset,
                       data_root=args.data_root, device=args.device, hygiene=not args.no_hygiene, n_check=args.check_n)
 
@@ -137,6 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="iterations of PGD/APGD (default 20) and of minimal-norm attacks (default 1000); AutoAttack "
                         "uses its reference settings")
     p.add_argument("--aa-version", default="standard", help="official AutoAttack version: standard | plus | rand")
+    p.add_argument("--aa-attacks", default=None, metavar="A,B",
+                   help="run only these of the version's attacks, e.g. apgd-ce,apgd-t (labelled as a subset in "
+                        "every table; the default runs them all)")
     p.add_argument("--mask", default=None, help="PGD perturbs only the 'background' (clean pixels <= "
                                                "--mask-threshold in every channel) or the 'foreground'")
     p.add_argument("--mask-threshold", type=float, default=0.0, help="pixel value separating the mask's regions")

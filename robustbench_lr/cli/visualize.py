@@ -1,16 +1,26 @@
-"""`robustbench-lr visualize`: one figure of a checkpoint's LR layers or captum attributions, written to --out.
+"""`robustbench-lr visualize`: any one figure of the report, alone, written to --out.
 
     robustbench-lr visualize --checkpoint DIR --layer stages.1.0.spatial --pixel 3,3 --out fig.png
     robustbench-lr visualize --checkpoint DIR --kind shift --index 459 --out shift.png
+    robustbench-lr visualize --checkpoint DIR --kind shift --run RUN_DIR --out shift.png   # as in RUN's report
+    robustbench-lr visualize --run RUN_DIR --kind summary --out summary.png
     robustbench-lr visualize --checkpoint DIR --list-layers
 
-Kinds (robustbench_lr.viz): weights (plot_pixel_weights, default), overlay (plot_weights_overlay), priors
-(plot_geometry_priors), evolution (plot_prior_evolution), shift (plot_attention_shift) and attributions
-(plot_attributions, any model). The defaults are those of the report's figures (`runners.figures`): the image is
-the first of the evaluation subset that PGD (--steps, --eps: the dataset's figure default) fools, unless --index
-(a test-split index) names one; a figure of an example the attack did not fool says so in its title. --eps is
-validated as `evaluate` validates it. Every check runs before the attack and the figure, so bad input leaves no
-file; the figure is written atomically, PNG or PDF by the extension of --out, and its path is printed.
+Model kinds (robustbench_lr.viz, need --checkpoint): weights (plot_pixel_weights, default), overlay
+(plot_weights_overlay), priors (plot_geometry_priors), evolution (plot_prior_evolution), shift
+(plot_attention_shift) and attributions (plot_attributions, any model). Their defaults are the report's
+(`runners.figures`): the layer `viz.layers.figure_layer` (the third LR layer), PGD with the report's 20 steps, the
+image the first of the 64-example evaluation subset that the attack fools, unless --index (a test-split index)
+names one; a figure of an example the attack did not fool says so in its title. The report's eps depends on the
+run (the demo picks the eps where the models differ most, and its captions name it); without --eps the figure
+uses the dataset's figure eps. With --run RUN_DIR the example, eps, steps and layer default to those of the
+figure of the same model in RUN_DIR's report (its figures/figures.json), so the figure is the report's.
+
+Curve kinds (report.figures, need --run RUN_DIR, repeatable): summary (robust accuracy vs eps of every model on
+one axis), eps-curves, deform-curves, kernel-curves, drawn exactly as in the report.
+
+--eps is validated as `evaluate` validates it. Every check runs before the attack and the figure, so bad input
+leaves no file; the figure is written atomically, PNG or PDF by the extension of --out, and its path is printed.
 """
 
 from __future__ import annotations
@@ -24,11 +34,14 @@ from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("weights", "overlay", "priors", "evolution", "shift", "attributions")
+MODEL_KINDS = ("weights", "overlay", "priors", "evolution", "shift", "attributions")
+CURVE_KINDS = ("summary", "eps-curves", "deform-curves", "kernel-curves")
+KINDS = MODEL_KINDS + CURVE_KINDS
 LR_KINDS = ("weights", "overlay", "priors", "evolution", "shift")
 EXAMPLE_KINDS = ("weights", "overlay", "shift", "attributions")
 FORMATS = {".png": "png", ".pdf": "pdf"}
 FIGURE_SUBSET = 64  # the report's figures choose their example among the first 64 evaluation examples
+FIGURE_STEPS = 20  # PGD steps of the report's figures (runners.figures.FigureConfig.steps, the demo's --steps)
 
 
 def parse_pixel(text: str | None) -> tuple[int, int] | None:
@@ -96,7 +109,11 @@ def _checks(args: argparse.Namespace, model: Any, meta: dict[str, Any]) -> dict[
         raise UserError(f"--index must be >= 0; got {args.index}.")
     if args.attack != "pgd":
         raise UserError(f"--attack {args.attack!r}: figures use PGD (the report's attack).")
-    norm = check_norm(args.norm)
+    norm = check_norm(args.norm or "linf")
+    if args.steps is None:
+        args.steps = FIGURE_STEPS
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1; got {args.steps}.")
     eps = figure_eps(args.eps, args.dataset or meta["dataset"]["name"], norm, input_size)
     if args.kind in LR_KINDS:
         what = "learned geometry priors" if args.kind in ("priors", "evolution") else "pairwise weights"
@@ -129,21 +146,112 @@ def _example(args: argparse.Namespace, model: Any, src: Any, c: dict[str, Any], 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runners.common import checkpoint_sources
-    from ..utils import atomic_write, resolve_device
+    from ..utils import atomic_write
 
+    if args.kind in CURVE_KINDS and not args.list_layers:
+        c = {**_out(args), "norm": None}
+        fig = curve_figure(args.kind, args.run, args.norm)
+    else:
+        fig, c = _model_figure(args)
+        if fig is None:
+            return 0
+    atomic_write(c["out"], lambda fh: fig.savefig(fh, format=c["fmt"], dpi=args.dpi), mode="wb")
+    print(c["out"])
+    return 0
+
+
+def _out(args: argparse.Namespace) -> dict[str, Any]:
+    out, fmt = _out_path(args.out)
+    return {"out": out, "fmt": fmt}
+
+
+def _model_figure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """A figure of one checkpoint (None after --list-layers), with the report's defaults."""
+    from ..runners.common import checkpoint_sources
+    from ..utils import resolve_device
+
+    if not args.checkpoint:
+        raise UserError(f"--kind {args.kind} draws a model: give --checkpoint DIR (the report's curves, "
+                        f"{', '.join(CURVE_KINDS)}, take --run RUN_DIR instead).")
     src = checkpoint_sources([args.checkpoint])[0]
     device = resolve_device(args.device)
     model = src.load(device)
     if args.list_layers:
         print(list_layers(model, tuple(int(v) for v in src.meta["dataset"]["input_size"])))
-        return 0
+        return None, {}
+    if args.run:
+        apply_run_defaults(args, src.label)
+    if args.layer is None and args.kind in LR_KINDS:
+        from ..viz.layers import figure_layer
+
+        args.layer = figure_layer(model)
     c = _checks(args, model, src.meta)
     sel = _example(args, model, src, c, device) if args.kind in EXAMPLE_KINDS else None
     fig = _figure(args, model, sel, c)
-    atomic_write(c["out"], lambda fh: fig.savefig(fh, format=c["fmt"], dpi=args.dpi), mode="wb")
-    print(c["out"])
-    return 0
+    if sel is not None:
+        describe_example(fig, sel.example, f"PGD-{args.steps} {c['norm']} eps={c['eps']:g}")
+    return fig, c
+
+
+def describe_example(fig: Any, ex: Any, attack: str) -> None:
+    """Add the example and what the attack did to it to the figure's title (the report says it in the caption):
+    '... (example NOT fooled)' when the attack did not fool it, as the report's titles do."""
+    from ..viz import _draw as D
+
+    old = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    tag = "" if ex.fooled else "\n(example NOT fooled)"
+    D.suptitle(fig, (old + "\n" if old else "") + ex.describe(attack) + tag)
+
+
+def curve_figure(kind: str, run_dirs: list[str] | None, norm: str | None) -> Any:
+    """One of the report's curves from run directories, drawn as `report.build_report` draws it."""
+    from ..attacks.threat import check_norm
+    from ..report import figures as F
+    from ..results import load_runs
+
+    if not run_dirs:
+        raise UserError(f"--kind {kind} draws the report's curve from run directories: give --run RUN_DIR.")
+    b = load_runs(run_dirs)
+    norms = [n for n in ("linf", "l2") if (b.results["family"] == n).any()]
+    n = check_norm(norm) if norm else (norms[0] if norms else "linf")
+    if kind in ("summary", "eps-curves") and n not in norms:
+        raise UserError(f"--kind {kind}: the runs have no {n} attack results"
+                        + (f" (they have {', '.join(norms)}; use --norm)." if norms else "."))
+    fig = {"summary": lambda: F.robustness_curves(b.results, b.outcomes, n),
+           "eps-curves": lambda: F.eps_curves(b.results, n),
+           "deform-curves": lambda: F.deform_curves(b.results),
+           "kernel-curves": lambda: F.kernel_curves(b.results, F.kernel_columns(b.results))}[kind]()
+    if fig is None:
+        what = {"deform-curves": "deformation results", "kernel-curves": "kernel-size sweep (two or more k per model)"}
+        raise UserError(f"--kind {kind}: the runs hold no {what.get(kind, 'results')} to draw.")
+    return fig
+
+
+def apply_run_defaults(args: argparse.Namespace, label: str) -> None:
+    """Fill --index, --eps, --steps and --layer (those not given) from the report figure of model `label` in the
+    run directories' figure manifests, so `visualize` redraws the report's figure."""
+    import re
+
+    from ..results import load_runs
+
+    items = [f for f in load_runs(args.run).figures if str(f.get("model")) == label]
+    if not items:
+        raise UserError(f"--run: {', '.join(args.run)} has no report figures of {label} (figures/figures.json); "
+                        f"drop --run or give the run directory of that model's report.")
+    item = next((f for f in items if f.get("kind") == args.kind), items[0])
+    text = str(item.get("caption", ""))
+    attack = re.search(r"PGD-(\d+) (linf|l2) eps=([0-9.eE+-]+)", text)
+    layer = re.search(r"layer (\S+):", text)
+    if args.index is None and item.get("index") is not None:
+        args.index = int(item["index"])
+    if args.eps is None and (item.get("eps") is not None or attack):
+        args.eps = str(item.get("eps") if item.get("eps") is not None else attack.group(3))
+    if args.steps is None and (item.get("steps") is not None or attack):
+        args.steps = int(item.get("steps") if item.get("steps") is not None else attack.group(1))
+    if attack and args.norm is None:
+        args.norm = attack.group(2)
+    if args.layer is None and (item.get("layer") or layer):
+        args.layer = str(item.get("layer") or layer.group(1))
 
 
 def _figure(args: argparse.Namespace, model: Any, sel: Any, c: dict[str, Any]) -> Any:
@@ -167,16 +275,25 @@ def _figure(args: argparse.Namespace, model: Any, sel: Any, c: dict[str, Any]) -
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("visualize", help="figures of LR weights, priors, attention shift and attributions",
-                       description="Draw one figure of a checkpoint: the pairwise weights of an LR layer at one "
-                                   "output pixel (weights, overlay), its learned geometry priors (priors, "
-                                   "evolution), the weights' shift under an attack (shift), or captum "
-                                   "attributions clean vs adversarial (attributions; any model).")
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory")
-    p.add_argument("--kind", choices=KINDS, default="weights", help="which figure (default: weights)")
+    p = sub.add_parser("visualize", help="any figure of the report alone: LR weights, priors, attention shift, "
+                                         "attributions, the summary and other curves",
+                       description="Draw one figure of the report: of a checkpoint, the pairwise weights of an LR "
+                                   "layer at one output pixel (weights, overlay), its learned geometry priors "
+                                   "(priors, evolution), the weights' shift under an attack (shift), or captum "
+                                   "attributions clean vs adversarial (attributions; any model); of run "
+                                   "directories, the report's curves (summary, eps-curves, deform-curves, "
+                                   "kernel-curves).")
+    p.add_argument("--checkpoint", default=None, metavar="DIR", help="checkpoint directory (model kinds)")
+    p.add_argument("--run", action="append", default=None, metavar="RUN_DIR",
+                   help="run directory (repeatable): the data of the curve kinds, and the defaults (example, eps, "
+                        "steps, layer) of a model kind, taken from that run's report figures")
+    p.add_argument("--kind", choices=KINDS, default="weights",
+                   help="which figure (default: weights); model kinds: " + ", ".join(MODEL_KINDS)
+                        + "; the report's curves: " + ", ".join(CURVE_KINDS))
     p.add_argument("--list-layers", action="store_true",
                    help="print the LR layers (k, stride, groups, grids for the checkpoint's input size) and exit")
-    p.add_argument("--layer", default=None, help="LR layer name from --list-layers (default: the first)")
+    p.add_argument("--layer", default=None,
+                   help="LR layer name from --list-layers (default: the report's, the third LR layer)")
     p.add_argument("--pixel", default=None, metavar="ROW,COL",
                    help="output pixel on the layer's grid (default: its centre)")
     p.add_argument("--index", type=int, default=None,
@@ -184,10 +301,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "report)")
     p.add_argument("--out", default=None, metavar="FILE", help="figure file, .png or .pdf")
     p.add_argument("--attack", default="pgd", help="attack of the figures (pgd)")
-    p.add_argument("--norm", default="linf", help="linf | l2")
+    p.add_argument("--norm", default=None, help="linf | l2 (default linf; curves: the runs' first norm)")
     p.add_argument("--eps", default=None, help="attack strength, fractions allowed (default: the dataset's figure "
                                                "eps, 0.1 on mnist5k and 8/255 on cifar10 for linf)")
-    p.add_argument("--steps", type=int, default=10, help="attack iterations (default 10)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"attack iterations (default {FIGURE_STEPS}, as the report's figures)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack and of GradientShap")
     p.add_argument("--methods", default="IntegratedGradients,Saliency,GradientShap,Occlusion",
                    help="captum methods for --kind attributions (comma list)")

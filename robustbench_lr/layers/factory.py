@@ -38,7 +38,7 @@ def conv_spatial(channels: int, kernel_size: int, stride: int = 1) -> nn.Module:
 
 
 LR_KWARGS = frozenset({"channel_sharing", "appearance", "geometry", "border", "geometry_hidden",
-                       "geometry_input", "impl"})
+                       "geometry_input", "impl", "temperature"})
 
 
 @register_spatial("lr", LR_KWARGS)

@@ -11,10 +11,14 @@ arguments with documented defaults: the appearance term Phi (default squared dif
 geometry MLP's hidden width (default 32; the public ports use G / 2, which at small widths is a 1-4 unit
 MLP and cost a point of accuracy on lrnet_tiny: 97.2% -> 98.2% held-out on mnist5k with 32) and its input
 scaling (offsets divided by r = k // 2, so they lie in [-1, 1]), and the border rule (default "mask", as the authors'
-CUDA op). Keys and queries are 1x1 convs C -> C/m with bias; the value is the input itself.
+CUDA op). Keys and queries are 1x1 convs C -> C/m with bias; the value is the input itself. An optional
+softmax temperature T (default 1, the paper's layer) divides the appearance term: Phi(q, k) / T + geo; it is
+folded into the key/query projection (see `LocalRelation2d._qk`), so every kernel computes it unchanged.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -32,6 +36,22 @@ GEOMETRY_INPUTS = ("normalized", "pixels")
 def implementations() -> tuple[str, ...]:  # noqa: D401
     """Names accepted by `impl` ('auto' picks the fastest available on the input's device)."""
     return ("auto", *lr_ops.IMPLS)
+
+
+def _check_temperature(temperature: float) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise UserError(f"temperature must be a finite number > 0 (1.0 is the paper's layer); got {temperature!r}.")
+    return float(temperature)
+
+
+def _qk_scales(appearance: str | None, temperature: float) -> tuple[float, float]:
+    """(query scale, key scale) with Phi(a q, b k) = Phi(q, k) / T: sqdiff and dot 1/sqrt(T) each (the term is
+    quadratic / bilinear), absdiff 1/T each (|a q - a k| = a |q - k|)."""
+    if temperature == 1.0 or appearance is None:
+        return 1.0, 1.0
+    a = 1.0 / temperature if appearance == "absdiff" else 1.0 / math.sqrt(temperature)
+    return a, a
 
 
 def _check_args(channels: int, kernel_size: int, channel_sharing: int, appearance: str | None,
@@ -79,6 +99,10 @@ class LocalRelation2d(nn.Module):
         bias: bias of the trailing 1x1 conv (models set False, since a BatchNorm follows).
         impl: 'auto' | 'shift' | 'reference' | a registered fast kernel. 'reference' materialises the
             unfolded input and is meant for tests only.
+        temperature: T > 0 (default 1.0, the paper's layer): the appearance logits are divided by it before
+            the geometry prior is added and the softmax taken, w = softmax(Phi(q, k) / T + geo). T > 1
+            flattens the appearance term, T < 1 sharpens it; without an appearance term it has no effect.
+            Exact for every implementation: it is folded into the query and key 1x1 convs' outputs.
 
     Shape:
         input (N, C, H, W) -> output (N, C, ceil(H/s), ceil(W/s)).
@@ -98,9 +122,11 @@ class LocalRelation2d(nn.Module):
         geometry_input: str = "normalized",
         bias: bool = True,
         impl: str = "auto",
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         _check_args(channels, kernel_size, channel_sharing, appearance, geometry, border, stride, geometry_input, impl)
+        self.temperature = _check_temperature(temperature)
         self.channels = channels
         self.kernel_size = kernel_size
         self.channel_sharing = channel_sharing
@@ -149,7 +175,8 @@ class LocalRelation2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.channels}, kernel_size={self.kernel_size}, channel_sharing={self.channel_sharing}, "
                 f"appearance={self.appearance!r}, geometry={self.geometry!r}, border={self.border!r}, "
-                f"stride={self.stride}, impl={self.impl!r}")
+                f"stride={self.stride}, impl={self.impl!r}"
+                + (f", temperature={self.temperature:g}" if self.temperature != 1.0 else ""))
 
     def geometry_prior(self) -> Tensor | None:
         """The learned prior as (G, k*k) logits (offsets row-major from (-r, -r)), or None.
@@ -184,9 +211,16 @@ class LocalRelation2d(nn.Module):
     def _qk(self, x: Tensor) -> Tensor:
         """Queries and keys from one 1x1 projection (the parameters stay separate), on the full grid:
         (N, 2G, H, W), queries in channels :G. One matrix product with twice the outputs instead of two
-        small convs (oneDNN is several times slower on those, see pointwise.py)."""
+        small convs (oneDNN is several times slower on those, see pointwise.py). With a temperature the
+        query and key outputs are scaled (`_qk_scales`) so that Phi of the scaled pair is Phi / T; the scale
+        goes into the (G, C) weights and the biases, not into the (N, 2G, H, W) output."""
         w = torch.cat([self.query.weight, self.key.weight])
         b = torch.cat([self.query.bias, self.key.bias])
+        sq, sk = _qk_scales(self.appearance, self.temperature)
+        if (sq, sk) != (1.0, 1.0):
+            g = self.groups
+            scale = w.new_tensor([sq] * g + [sk] * g)  # (2G,)
+            w, b = w * scale.view(-1, 1, 1, 1), b * scale
         return pointwise_conv(x, w, b)
 
     def _prior(self, x: Tensor) -> Tensor | None:

@@ -24,11 +24,12 @@ from ..results.stats import t_interval
 from ..viz import _draw as D
 from .labels import strength_label
 from .summary_curve import robustness_curves
-from .tables import deform_rows
+from ..results.table import fmt_strength
+from .tables import deform_rows, is_kernel_sweep
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 ACC_LABEL = "accuracy (%)"
-__all__ = ["COLORS", "deform_curves", "eps_curves", "kernel_curves", "robustness_curves"]
+__all__ = ["COLORS", "deform_curves", "eps_curves", "kernel_columns", "kernel_curves", "robustness_curves"]
 
 
 def _grid(n: int, max_cols: int = 3, height: float = 2.55) -> tuple[Figure, list]:
@@ -137,3 +138,19 @@ def kernel_curves(results: pd.DataFrame, columns: list[tuple[str, str, float]]) 
         D.style_axis(ax, label, "kernel size k (window side, cells)", ACC_LABEL)
         ax.set_xticks(ks_all)
     return finish(fig, axes, "Accuracy and robustness vs kernel size (mean over seeds, 95% t-interval bands)")
+
+
+def kernel_columns(res: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """Panels of the kernel-size section: clean, then the most informative strength of each perturbation."""
+    if not is_kernel_sweep(res):
+        return []
+    cols = [("clean accuracy", "clean", 0.0)]
+    for pert, g in res[~res["family"].isin(["clean", "drift"])].groupby("perturbation", sort=False):
+        g = g[g["param_value"] > 0]
+        if g.empty:
+            continue
+        # the strength at which the models differ most (the most informative panel)
+        spread = g.groupby("param_value")["accuracy"].agg(lambda a: a.max() - a.min())
+        v = float(spread.idxmax())
+        cols.append((f"{pert} {g['param_name'].iloc[0]}={fmt_strength(v)}", pert, v))
+    return cols

@@ -124,8 +124,8 @@ def table_flowables(t: T.ReportTable, st: dict[str, Any], width: float, max_cols
                 cells[0] = Paragraph("", st["cell"])  # the group's name once, on its first row
             data.append(cells)
         if "detail" in cols:  # the hygiene table: fixed widths for the short columns, the rest for the detail
-            first = min(0.22 * width, 110)
-            fixed = {"check": 78, "status": 36, "value": 44, "threshold": 44, "n": 24}
+            first = min(0.16 * width, 80)
+            fixed = {"check": 78, "attack": 50, "status": 34, "value": 38, "threshold": 40, "n": 24}
             rest_w = width - first - sum(fixed.get(c, 0) for c in cols[1:])
             widths = [first] + [fixed.get(c, rest_w) for c in cols[1:]]
         else:

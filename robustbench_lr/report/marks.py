@@ -89,11 +89,12 @@ def paired_lookup(paired: pd.DataFrame | None, outcomes: pd.DataFrame | None, at
     same pair group (from `outcomes`); None when `paired` holds no test of that cell at all."""
     if paired is None or paired.empty:
         return None
-    norm_col = paired["norm"].fillna("").astype(str)
+    norm_col = paired["norm"].astype(object).fillna("").astype(str)
     cell = paired[(paired["attack"] == attack) & (norm_col == (norm or "")) & np.isclose(paired["eps"], eps)]
     if cell.empty:
         return None
-    group_col = cell["pair_group"].fillna("").astype(str) if "pair_group" in cell else pd.Series("", cell.index)
+    group_col = cell["pair_group"].astype(object).fillna("").astype(str) if "pair_group" in cell else \
+        pd.Series("", cell.index)
     groups = _pair_groups(outcomes, attack)
 
     def pvalue(a: str, b: str) -> float | None:
@@ -113,7 +114,7 @@ def _pair_groups(outcomes: pd.DataFrame | None, attack: str) -> dict[str, str]:
         return {}
     o = outcomes if attack == "clean" else outcomes[outcomes["attack"] == attack]
     o = o.drop_duplicates("model")
-    return dict(zip(o["model"].astype(str), o["pair_group"].fillna("").astype(str)))
+    return dict(zip(o["model"].astype(str), o["pair_group"].astype(object).fillna("").astype(str)))
 
 
 def rule_text(rules: set[str], alpha: float = ALPHA) -> str:

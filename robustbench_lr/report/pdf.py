@@ -1,4 +1,6 @@
-"""The PDF report: provenance, hygiene, summary tables with intervals, curves, model figures, paired tests.
+"""The PDF report: provenance (with every attack's settings and each model's training threat model), hygiene,
+the summary figure (robust accuracy vs eps of every model on one axis), summary tables with intervals and
+significance marks (`report.marks`), paired tests, curves, model figures.
 
 `build_report(run_dirs, out_pdf)` reads the run directories of `evaluate` / `sweep` / `demo` through
 `results.load_runs`, writes the PDF atomically, and writes every table next to it as CSV, Markdown and LaTeX,
@@ -66,7 +68,7 @@ class _Context:
 
 
 def _front(c: _Context) -> list[Any]:
-    from reportlab.platypus import PageBreak, Paragraph
+    from reportlab.platypus import CondPageBreak, Paragraph
 
     st, hyg = c.st, c.bundle.hygiene
     story: list[Any] = [Paragraph("robustbench-lr report", st["title"])]
@@ -84,7 +86,7 @@ def _front(c: _Context) -> list[Any]:
     hyg_t = c.keep(T.hygiene_table(hyg))
     if hyg_t is not None:
         story += table_flowables(hyg_t, st, c.width, max_cols=9)
-    return [*story, PageBreak()]
+    return [*story, CondPageBreak(12 * c.cm)]  # the summary starts on a new page unless most of one is left
 
 
 def _summary(c: _Context) -> list[Any]:
@@ -93,7 +95,7 @@ def _summary(c: _Context) -> list[Any]:
     story: list[Any] = [Paragraph("Summary", c.st["h1"])]
     for n in c.norms:
         story += [c.para(line) for line in X.describe_attacks(c.res, c.bundle.paired, n)]
-    story += [c.para(line) for line in X.describe_deform(c.res)]
+    story += [c.para(line) for line in X.describe_deform(c.res, c.bundle.paired)]
     for n in c.norms:
         f = F.robustness_curves(c.res, c.bundle.outcomes, n)
         if f is not None:
@@ -153,7 +155,7 @@ def _curves(c: _Context) -> list[Any]:
 def _kernel(c: _Context) -> list[Any]:
     from reportlab.platypus import PageBreak, Paragraph
 
-    k_cols = _kernel_columns(c.res)
+    k_cols = F.kernel_columns(c.res)
     k_t = c.keep(T.kernel_summary(c.res, [(p, v) for _, p, v in k_cols if p != "clean"]) if k_cols else None)
     if k_t is None:
         return []
@@ -170,8 +172,6 @@ def _kernel(c: _Context) -> list[Any]:
 def _model_figures(c: _Context, extra: list[tuple[str, Figure, str]] | None) -> list[Any]:
     from reportlab.platypus import KeepTogether, PageBreak, Paragraph, Spacer
 
-    from .layout import aspect
-
     drift = c.res[c.res["family"] == "drift"] if "family" in c.res else pd.DataFrame()
     figs = [(f["title"], f["path"], f.get("caption", "")) for f in c.bundle.figures] + list(extra or [])
     if not figs and drift.empty:
@@ -180,28 +180,10 @@ def _model_figures(c: _Context, extra: list[tuple[str, Figure, str]] | None) -> 
                                                c.st["h1"])]
     if not drift.empty:
         story += table_flowables(c.keep(_drift_table(drift)), c.st, c.width)
-    for title, fig, cap in figs:
-        tall = aspect(fig) > 0.9  # portrait figures (one row per layer or group) get up to a page
-        story.append(KeepTogether([Paragraph(esc(title), c.st["h2"]),
-                                   figure_flowable(fig, c.width, (23 if tall else 11) * c.cm),
+    for title, fig, cap in figs:  # every figure at its own size (at most a page: viz._draw.PAGE_HEIGHT)
+        story.append(KeepTogether([Paragraph(esc(title), c.st["h2"]), figure_flowable(fig, c.width, 23.6 * c.cm),
                                    c.para(cap, "small"), Spacer(1, 6)]))
     return story
-
-
-def _kernel_columns(res: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """Panels of the kernel-size section: clean, then the most informative strength of each perturbation."""
-    if not T.is_kernel_sweep(res):
-        return []
-    cols = [("clean accuracy", "clean", 0.0)]
-    for pert, g in res[~res["family"].isin(["clean", "drift"])].groupby("perturbation", sort=False):
-        g = g[g["param_value"] > 0]
-        if g.empty:
-            continue
-        # the strength at which the models differ most (the most informative panel)
-        spread = g.groupby("param_value")["accuracy"].agg(lambda a: a.max() - a.min())
-        v = float(spread.idxmax())
-        cols.append((f"{pert} {g['param_name'].iloc[0]}={T.fmt_strength(v)}", pert, v))
-    return cols
 
 
 def _drift_table(drift: pd.DataFrame) -> T.ReportTable:

@@ -41,7 +41,7 @@ def min_norm_curves(outcomes: pd.DataFrame, norm: str, eps_max: float, points: i
     of `points` eps in [0, eps_max] (an example is robust at eps iff its min_norm > eps)."""
     if outcomes is None or outcomes.empty or "min_norm" not in outcomes:
         return {}
-    o = outcomes[(outcomes["norm"].fillna("") == norm) & outcomes["min_norm"].notna()]
+    o = outcomes[(outcomes["norm"].astype(object).fillna("") == norm) & outcomes["min_norm"].notna()]
     o = o[o["attack"].isin(MIN_NORM_ATTACKS)] if o["attack"].isin(MIN_NORM_ATTACKS).any() else o
     grid = np.linspace(0.0, float(eps_max), points)
     out = {}
@@ -67,7 +67,9 @@ def grid_worst_case(results: pd.DataFrame, norm: str) -> tuple[pd.DataFrame, lis
     clean = results[(results["family"] == "clean") & results["model"].isin(rows["model"])].drop_duplicates("model")
     cols = ["model", "eps", "accuracy", "ci_low", "ci_high"]
     both = pd.concat([clean.assign(eps=0.0)[cols], rows[cols]], ignore_index=True)
-    return both.sort_values(["model", "eps"], kind="stable"), attacks
+    order = {m: i for i, m in enumerate(dict.fromkeys(results["model"]))}  # the models in the results' order
+    both = both.assign(_o=both["model"].map(order)).sort_values(["_o", "eps"], kind="stable")
+    return both.drop(columns="_o"), attacks
 
 
 def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm: str) -> Figure | None:
@@ -79,7 +81,7 @@ def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm
         return None
     eps_max = float(worst["eps"].max())
     curves = min_norm_curves(outcomes, norm, eps_max) if outcomes is not None else {}
-    fig = Figure(figsize=(D.PAGE_WIDTH, 3.9), layout="constrained")
+    fig = Figure(figsize=(D.PAGE_WIDTH, 3.2), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     models = list(dict.fromkeys(worst["model"]))
     what = "worst case of " + ", ".join(attacks) if len(attacks) > 1 else attacks[0]

@@ -10,6 +10,9 @@ the column, a dagger on the tied group otherwise).
 - `deform_summaries(results, paired, outcomes)`: one table per deformation, one column per strength, its note
   saying which interval each column has (t over random draws, or Clopper-Pearson over examples);
 - `kernel_summary`, `hygiene_table`, `paired_table`.
+
+Status: working; the marks are tested on synthetic columns (tests/test_report_marks.py), the tables end to end
+by tests/test_report.py.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def _deform_table(s: pd.DataFrame, paired: pd.DataFrame | None, outcomes: pd.Dat
     pert, pname = str(s["perturbation"].iloc[0]), str(s["param_name"].iloc[0])
     has_outcomes = outcomes is not None and not outcomes.empty and bool((outcomes["attack"] == pert).any())
     adversarial = has_outcomes or pname in ATTACK_PARAMS
-    s = s.assign(ci_method=s["ci_method"].fillna("")) if "ci_method" in s else s.assign(ci_method="")
+    s = s.assign(ci_method=s["ci_method"].astype(object).fillna("")) if "ci_method" in s else s.assign(ci_method="")
     models, values = model_order(s), sorted(s["param_value"].unique())
     unit = strength_unit(pname)
     cols = [f"{fmt_strength(v)}{unit}" for v in values]
@@ -283,9 +286,11 @@ def is_kernel_sweep(results: pd.DataFrame) -> bool:
 def hygiene_table(hyg: pd.DataFrame) -> ReportTable | None:
     if hyg is None or hyg.empty:
         return None
-    cols = ["model", "check", "status", "value", "threshold", "n", "detail"]
+    cols = ["model", "check", "attack", "status", "value", "threshold", "n", "detail"]
     d = hyg[[c for c in cols if c in hyg.columns]].copy()
     disp = d.copy()
+    if "attack" in disp:
+        disp["attack"] = disp["attack"].astype(object).fillna("").astype(str)
     disp["status"] = disp["status"].str.upper()
     disp["value"] = disp["value"].map(lambda v: f"{v:.3g}")
     disp["threshold"] = disp["threshold"].map(lambda v: f"{v:.3g}")
@@ -301,7 +306,7 @@ def hygiene_table(hyg: pd.DataFrame) -> ReportTable | None:
         note += (" One row per model, one column per check: the status, with the value when it is not a pass "
                  "(the details of every warn and fail are listed above; the CSV of this table has every row).")
     return ReportTable("hygiene", "Evaluation-hygiene checks (Carlini et al. 2019)", d.reset_index(drop=True),
-                       disp.reset_index(drop=True), note)
+                       disp.reset_index(drop=True), note, keys=1 if "detail" not in disp else 2)
 
 
 def paired_table(paired: pd.DataFrame, alpha: float = 0.05) -> ReportTable | None:
@@ -314,7 +319,8 @@ def paired_table(paired: pd.DataFrame, alpha: float = 0.05) -> ReportTable | Non
     same = (d["a_only"] == 0) & (d["b_only"] == 0)
     shown = d[~same] if (~same).any() else d
     disp = pd.DataFrame({
-        "attack": shown["attack"], "eps": shown["eps"].map(fmt_strength), "A": shown["model_a"], "B": shown["model_b"],
+        "attack": shown["attack"], "eps / bound": shown["eps"].map(fmt_strength), "A": shown["model_a"],
+        "B": shown["model_b"],
         "acc A - B (pt)": (100 * shown["accuracy_diff"]).map(lambda v: f"{v:+.1f}"),
         "A only / B only": shown["a_only"].astype(int).astype(str) + " / " + shown["b_only"].astype(int).astype(str),
         "McNemar p": shown["mcnemar_p"].map(lambda p: f"{p:.2g}"),

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .labels import strength_label, strength_unit
 from .tables import fmt_acc, fmt_strength
 
 ALPHA = 0.05
@@ -26,10 +27,12 @@ def _overlap(a: pd.Series, b: pd.Series) -> bool:
     return not (a["ci_low"] > b["ci_high"] or b["ci_low"] > a["ci_high"])
 
 
-def _paired_p(paired: pd.DataFrame | None, attack: str, eps: float, a: str, b: str) -> float | None:
+def _paired_p(paired: pd.DataFrame | None, attack: str, eps: float, a: str, b: str, norm: str | None = None
+              ) -> float | None:
     if paired is None or paired.empty:
         return None
-    m = paired[(paired["attack"] == attack) & np.isclose(paired["eps"], eps)
+    same_norm = (paired["norm"].astype(object).fillna("") == norm) if norm is not None else True
+    m = paired[(paired["attack"] == attack) & np.isclose(paired["eps"], eps) & same_norm
                & (((paired["model_a"] == a) & (paired["model_b"] == b)) | ((paired["model_a"] == b) & (paired["model_b"] == a)))]
     return float(m["mcnemar_p"].iloc[0]) if len(m) else None
 
@@ -62,7 +65,7 @@ def describe_attacks(results: pd.DataFrame, paired: pd.DataFrame | None, norm: s
         if len(at) > 1:
             comps = []
             for _, o in at.iloc[1:].iterrows():
-                p = _paired_p(paired, atk, eps, best["model"], o["model"])
+                p = _paired_p(paired, atk, eps, best["model"], o["model"], norm)
                 diff = 100 * (best["accuracy"] - o["accuracy"])
                 comps.append(f"{o['model']} {_pct(o)} (difference {diff:+.1f} pt; {_verdict(p, best, o)})")
             text += " versus " + "; ".join(comps)
@@ -73,7 +76,9 @@ def describe_attacks(results: pd.DataFrame, paired: pd.DataFrame | None, norm: s
     return out
 
 
-def describe_deform(results: pd.DataFrame) -> list[str]:
+def describe_deform(results: pd.DataFrame, paired: pd.DataFrame | None = None) -> list[str]:
+    """One sentence per deformation at its largest strength: the exact McNemar test of a spatial attack's paired
+    outcomes where the run has one, else (random draws) whether the 95% intervals overlap."""
     out = []
     r = results[results["family"] == "deform"]
     for pert in dict.fromkeys(r["perturbation"]):
@@ -81,11 +86,13 @@ def describe_deform(results: pd.DataFrame) -> list[str]:
         top = float(s["param_value"].max())
         at = s[np.isclose(s["param_value"], top)].sort_values("accuracy", ascending=False)
         name = str(s["param_name"].iloc[0])
+        what = strength_label(name).split(" (")[0]
         best = at.iloc[0]
-        text = f"{pert} at the largest {name} ({fmt_strength(top)}): {best['model']} {_pct(best)}"
+        text = f"{pert} at the largest {what}, {fmt_strength(top)}{strength_unit(name)}: {best['model']} {_pct(best)}"
         if len(at) > 1:
             text += " versus " + "; ".join(
-                f"{o['model']} {_pct(o)} ({_verdict(None, best, o)})" for _, o in at.iloc[1:].iterrows())
+                f"{o['model']} {_pct(o)} ({_verdict(_paired_p(paired, pert, top, best['model'], o['model']), best, o)})"
+                for _, o in at.iloc[1:].iterrows())
         out.append(text + ".")
     return out
 

@@ -56,6 +56,7 @@ class EvalConfig:
     step_size: float = 2.5
     random_start: bool = True
     aa_version: str = "standard"
+    aa_attacks: tuple[str, ...] | None = None
     mask: str | None = None
     mask_threshold: float = 0.0
     n: int = 1000
@@ -77,6 +78,7 @@ class EvalConfig:
         """The attacks (none: clean accuracy only)."""
         return [AttackSpec(a, norm=self.norm, steps=self.steps, restarts=self.restarts, step_size=self.step_size,
                            random_start=self.random_start, aa_version=self.aa_version,
+                           aa_attacks=self.aa_attacks if a == "autoattack" else None,
                            mask=self.mask if a.startswith("pgd") else None, mask_threshold=self.mask_threshold)
                 for a in self.attacks]
 
@@ -180,7 +182,8 @@ def _sweep(plan: EvalPlan, src: ModelSource, model: torch.nn.Module, spec: Attac
         return minimal_norm_sweep(plan, src, model, spec, state, save, ctx), None
 
     def aa_state(eps: float) -> dict[str, Any]:
-        path = store.path_for(f"aa__{src.label}__{spec.key}__{fp}__eps{eps:g}", ".json") if ctx.is_main else None
+        sub = "_".join(spec.aa_attacks or ())
+        path = store.path_for(f"aa__{src.label}__{spec.key}{sub}__{fp}__eps{eps:g}", ".json") if ctx.is_main else None
         return {"state_path": path} if spec.name == "autoattack" and path is not None else {}
 
     shard = np.arange(ctx.rank, cfg.n, ctx.world_size) if ctx.distributed else None
@@ -192,7 +195,10 @@ def _sweep(plan: EvalPlan, src: ModelSource, model: torch.nn.Module, spec: Attac
 
 
 def attack_label(spec: AttackSpec) -> str:
-    """The attack's name in the tables: 'pgd', or 'pgd-background' for a region-masked PGD."""
+    """The attack's name in the tables: 'pgd', 'pgd-background' for a region-masked PGD, and
+    'autoattack[apgd-ce+apgd-t]' for a subset of the official AutoAttack."""
+    if getattr(spec, "aa_attacks", None):
+        return f"{spec.name}[{'+'.join(spec.aa_attacks)}]"
     return f"{spec.name}-{spec.mask}" if getattr(spec, "mask", None) else spec.name
 
 

@@ -149,6 +149,16 @@ def add_colorbar(fig, im, axes, label: str | None = None, uniform: float | None 
     return cb
 
 
+def perturbation_panel(fig, ax, xc: Tensor, xa: Tensor, title: str = "perturbation") -> None:
+    """The perturbation x_adv - x_clean ((C, H, W); summed over channels) on a symmetric colour scale, with a
+    colour bar in pixel values (images in [0, 1]) and its Linf and L2 norms in the title."""
+    delta = (xa - xc).sum(0).cpu().numpy()
+    linf, l2 = float((xa - xc).abs().max()), float((xa - xc).flatten().norm())
+    im = show_signed(ax, delta, float(np.abs(delta).max()), f"{title}\nLinf {linf:.3g}, L2 {l2:.3g}")
+    chans = " (sum over channels)" if xc.shape[0] > 1 else ""
+    add_colorbar(fig, im, ax, f"adv - clean, pixel value{chans}")
+
+
 def hide(ax) -> None:
     ax.set_axis_off()
 

@@ -159,14 +159,12 @@ def plot_attributions(model: nn.Module, x_clean: Tensor, x_adv: Tensor, target: 
     attr = attributions(model, x, int(target), methods, **settings)
     pred, conf = _prediction(model, x)
     n = len(methods)
-    fig = D.new_figure(6.6, 2.0 * (n + 1) + 0.5)
+    fig = D.new_figure(*D.fit_page(6.4, 1.75 * (n + 1) + 0.7))
     gs = fig.add_gridspec(n + 1, 3)
     for j, name in enumerate(("clean", "adversarial")):
         a = fig.add_subplot(gs[0, j])
         D.show_image(a, x[j], f"{name}: pred {pred[j]} ({100 * conf[j]:.0f}%)")
-    delta = (xa[0] - xc[0]).sum(0).cpu().numpy()
-    linf = float((xa - xc).abs().max())
-    D.show_signed(fig.add_subplot(gs[0, 2]), delta, float(np.abs(delta).max()), f"perturbation (Linf {linf:.3g})")
+    D.perturbation_panel(fig, fig.add_subplot(gs[0, 2]), xc[0], xa[0])
     for i, m in enumerate(methods):
         maps = attr[m].sum(1).numpy()  # (2, H, W)
         vmax = float(np.abs(maps).max())
@@ -176,11 +174,11 @@ def plot_attributions(model: nn.Module, x_clean: Tensor, x_adv: Tensor, target: 
             a = fig.add_subplot(gs[i + 1, j])
             im = D.show_signed(a, maps[j], vmax, f"{m}: {name}")
             axes.append(a)
-        D.add_colorbar(fig, im, axes)
+        D.add_colorbar(fig, im, axes, "attribution")
         diff = maps[1] - maps[0]
         a = fig.add_subplot(gs[i + 1, 2])
         im_d = D.show_signed(a, diff, float(np.abs(diff).max()), "adv - clean")
-        D.add_colorbar(fig, im_d, a)
+        D.add_colorbar(fig, im_d, a, "difference")
     D.suptitle(fig, f"{model_label(model)}: attributions of class {int(target)} (captum; red raises the logit)")
     return fig
 

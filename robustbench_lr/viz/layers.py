@@ -3,6 +3,7 @@
 Shows nothing itself: the figure modules build on these helpers (grid placement is in `viz.geometry`).
 
 - `lr_layers(model)`: the `LocalRelation2d` modules, ordered and named as in `named_modules()`.
+- `figure_layer(model)`: the layer the report's figures show (`runners.figures` and `visualize` default);
 - `resolve_layer(model, name)`: one of them by name; unknown names raise `UserError` listing the valid ones
   (closest first), and a model without LR layers raises an error pointing to captum attributions.
 - `capture_inputs(model, x, names)`: one forward pass with pre-hooks that record those layers' inputs; the
@@ -29,6 +30,13 @@ def lr_layers(model: nn.Module) -> dict[str, LocalRelation2d]:
     """The model's local relation layers, in `named_modules()` order (e.g. 'stem.3', 'stages.0.0.spatial').
     A conv model has none (empty dict)."""
     return {name: mod for name, mod in model.named_modules() if isinstance(mod, LocalRelation2d)}
+
+
+def figure_layer(model: nn.Module) -> str | None:
+    """The LR layer the report's figures show by default: the third one (early enough that its window is
+    readable on the image, deep enough to have learned structure), or the last of fewer; None without LR layers."""
+    names = list(lr_layers(model))
+    return names[min(len(names) - 1, 2)] if names else None
 
 
 def model_label(model: nn.Module) -> str:

@@ -116,8 +116,9 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -t.sum(-1)
 
 
-def _colorbar(fig: Figure, im, ax) -> None:
+def _colorbar(fig: Figure, im, ax, label: str) -> None:
     cb = fig.colorbar(im, ax=ax, shrink=0.9, aspect=10, pad=0.03)
+    cb.set_label(label, fontsize=D.SMALL, labelpad=1)
     cb.ax.tick_params(labelsize=D.SMALL)
     cb.formatter.set_powerlimits((-2, 3))
     cb.ax.yaxis.get_offset_text().set_fontsize(D.SMALL)
@@ -142,11 +143,11 @@ def _evolution_row(fig: Figure, gs, i: int, n: int, model: nn.Module, name: str,
     inside, where = prior_coverage(model, name)
     vis = mean[inside] if inside is not None and inside.any() else mean
     _colorbar(fig, D.heatmap(a0, mean, 0.0, float(vis.max()), inside=inside, title="mean prior" if i == 0 else None),
-              a0)
+              a0, "weight")
     if g > 1:
         svis = std[inside] if inside is not None and inside.any() else std
         _colorbar(fig, D.heatmap(a1, std, 0.0, float(svis.max()) or 1e-12, inside=inside, cmap="magma",
-                                 centre=False), a1)
+                                 centre=False), a1, "std of weight")
     else:
         D.hide(a1)
         a1.text(0.5, 0.5, "one group:\nno spread", ha="center", va="center", fontsize=D.SMALL, transform=a1.transAxes)
@@ -161,7 +162,7 @@ def _evolution_row(fig: Figure, gs, i: int, n: int, model: nn.Module, name: str,
     a2.set_ylim(*ylim)
     a2.set_xlim(-0.5, max(g - 0.5, 0.5))
     a2.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-    D.style_axis(a2, "entropy / ln(k\u00b2) per group (1 = uniform)" if i == 0 else None,
+    D.style_axis(a2, "entropy / ln(k\u00b2), 1 = uniform" if i == 0 else None,
                  "group" if i == n - 1 else None)
     a2.legend(fontsize=D.SMALL, loc="lower right", frameon=False)
 

@@ -70,7 +70,7 @@ def plot_pixel_weights(model: nn.Module, image: Tensor, layer: str | None = None
     w = w[:max_groups]
     g, k = w.shape[0], w.shape[1]
     rows, cols = D.grid_shape(g, 6)
-    fig = D.new_figure(max(6.5, 2.9 + 1.45 * cols + 0.7), max(3.2, 1.5 * rows + 0.9))
+    fig = D.new_figure(*D.fit_page(max(6.5, 2.9 + 1.45 * cols + 0.7), max(3.2, 1.5 * rows + 0.9)))
     left, right = fig.subfigures(1, 2, width_ratios=[2.9, 1.45 * cols + 0.7])
     ax_img = left.add_subplot(1, 1, 1)
     D.show_image(ax_img, x[0], f"input; pixel ({pixel[0]}, {pixel[1]}) of {name}\ncell solid, {k}x{k} window dashed")
@@ -137,7 +137,7 @@ def plot_weights_overlay(model: nn.Module, image: Tensor, layer: str | None = No
         _overlay(ax, x[0], geom, pixel, panels[0][1], norm, cmap, alpha, panels[0][0])
         return ax.figure
     rows, cols = D.grid_shape(len(panels), 4)
-    fig = D.new_figure(max(5.0, 2.6 * cols + 0.8), 2.6 * rows + 0.9)
+    fig = D.new_figure(*D.fit_page(max(5.0, 2.6 * cols + 0.8), 2.6 * rows + 0.9))
     gs = fig.add_gridspec(rows, cols)
     axes = []
     for i, (title, wi) in enumerate(panels):
@@ -160,13 +160,24 @@ def _predict(model: nn.Module, x: Tensor) -> list[int]:
         return model(x).argmax(1).tolist()
 
 
+def _shift_top(fig: Figure, model: nn.Module, geom: LayerGeometry, pixel: tuple[int, int], xc: Tensor, xa: Tensor,
+               pred: list[int]) -> None:
+    top = fig  # a subfigure of the page-wide figure
+    axes = top.subplots(1, 3)
+    for a, img, title in zip(axes[:2], (xc, xa), (f"clean: prediction {pred[0]}", f"adversarial: prediction {pred[1]}")):
+        D.show_image(a, img, title)
+        D.mark_pixel(a, geom, pixel)
+    D.perturbation_panel(top, axes[2], xc, xa)
+    D.mark_pixel(axes[2], geom, pixel, colour="black")
+
+
 def plot_attention_shift(model: nn.Module, x_clean: Tensor, x_adv: Tensor, layer: str | None = None,
                          pixel: Sequence[int] | None = None, *, max_groups: int = 8,
                          ax: Axes | None = None) -> Figure:
-    """The weights of one output pixel on the clean and the adversarial image side by side, per group, with
-    their difference (adversarial - clean) and the Jensen-Shannon divergence (nats) of each group; the top row
-    shows both images (with the model's predictions) and the perturbation. Images are (C, H, W) in [0, 1].
-    Returns the figure.
+    """The weights of one output pixel on the clean and the adversarial image and their difference
+    (adversarial - clean): one column per group (the first `max_groups`), titled with the group's Jensen-Shannon
+    divergence (nats); above them both images (with the model's predictions, the pixel's cell and window marked)
+    and the perturbation with its colour scale. Images are (C, H, W) in [0, 1]. Page-wide. Returns the figure.
     """
     from .drift import js_divergence
 
@@ -180,39 +191,43 @@ def plot_attention_shift(model: nn.Module, x_clean: Tensor, x_adv: Tensor, layer
     g = min(g_all, max_groups)
     js = js_divergence(w[0].reshape(g_all, -1), w[1].reshape(g_all, -1)).numpy()  # (G,)
     w = w.numpy()
-    pred = _predict(model, x)
     inside = _inside(geom, pixel)
-    vmax = float(w[:, :g].max()) or 1.0
-    diff = w[1, :g] - w[0, :g]
-    dmax = float(np.abs(diff).max())
-    fig = D.new_figure(6.4, 2.0 * (g + 1) + 0.5)
-    gs = fig.add_gridspec(g + 1, 3)
-    delta = (xa[0] - xc[0]).sum(0).cpu().numpy()
-    linf = float((xa - xc).abs().max())
-    for j, (img, title) in enumerate([(xc[0], f"clean (pred {pred[0]})"), (xa[0], f"adversarial (pred {pred[1]})")]):
-        a = fig.add_subplot(gs[0, j])
-        D.show_image(a, img, title)
-        D.mark_pixel(a, geom, pixel)
-    a = fig.add_subplot(gs[0, 2])
-    D.show_signed(a, delta, float(np.abs(delta).max()), f"perturbation (Linf {linf:.3g})")
-    D.mark_pixel(a, geom, pixel, colour="black")
+    cell = (D.PAGE_WIDTH - 1.0) / max(g, 4)  # in: side of one window panel
+    fig = D.new_figure(D.PAGE_WIDTH, 2.4 + 3 * cell + 0.75 + 0.7)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.4, 3 * cell + 0.75])
+    _shift_top(top, model, geom, pixel, xc[0], xa[0], _predict(model, x))
+    _shift_grid(bottom, w[:, :g], js[:g], inside, k)
+    more = f", first {g} of {g_all} groups" if g < g_all else ""
+    D.suptitle(fig, f"{model_label(model)} {name}, output pixel ({pixel[0]}, {pixel[1]}): weights, clean vs "
+                    f"adversarial{more}\nwindows: rows dy, columns dx, +: centre; mean JS over groups {float(js.mean()):.3g} nats "
+                    f"(max ln 2 = 0.693)"
+                    + ("; grey: outside the map" if inside is not None and not inside.all() else ""))
+    return fig
+
+
+def _shift_grid(sub, w: np.ndarray, js: np.ndarray, inside: np.ndarray | None, k: int) -> None:
+    """Rows clean / adversarial / difference, one column per group; one colour bar per kind."""
+    g = w.shape[1]
+    vmax = float(w.max()) or 1.0
+    diff = w[1] - w[0]
+    dmax = float(np.abs(diff).max()) or 1e-12
+    gs = sub.add_gridspec(3, max(g, 4))
     w_axes, d_axes, im_w, im_d = [], [], None, None
     for i in range(g):
-        for j, lab in enumerate(("clean", "adv")):
-            a = fig.add_subplot(gs[i + 1, j])
-            im_w = D.heatmap(a, w[j, i], 0.0, vmax, inside=inside, title=f"group {i}: {lab}")
+        for j, lab in enumerate(("clean", "adversarial")):
+            a = sub.add_subplot(gs[j, i])
+            im_w = D.heatmap(a, w[j, i], 0.0, vmax, inside=inside,
+                             title=f"group {i}\nJS {js[i]:.2g}" if j == 0 else None)
             w_axes.append(a)
-        a = fig.add_subplot(gs[i + 1, 2])
-        im_d = D.heatmap(a, diff[i], -dmax or -1e-12, dmax or 1e-12, inside=inside, cmap=D.DIFF_CMAP,
-                         title=f"adv - clean (JS {js[i]:.3g})")
+            if i == 0:
+                a.set_ylabel(lab, fontsize=D.FONT)
+        a = sub.add_subplot(gs[2, i])
+        im_d = D.heatmap(a, diff[i], -dmax, dmax, inside=inside, cmap=D.DIFF_CMAP)
         d_axes.append(a)
-    D.offset_ticks(w_axes[-2], k)
-    D.add_colorbar(fig, im_w, w_axes, "weight")
-    D.add_colorbar(fig, im_d, d_axes, "difference")
-    more = f", first {g} of {g_all} groups" if g < g_all else ""
-    D.suptitle(fig, f"{model_label(model)} {name}, output pixel ({pixel[0]}, {pixel[1]}){more}\n"
-                    f"mean JS over groups {float(js.mean()):.3g} nats (max ln 2 = 0.693)")
-    return fig
+        if i == 0:
+            a.set_ylabel("adv - clean", fontsize=D.FONT)
+    D.add_colorbar(sub, im_w, w_axes, "softmax weight")
+    D.add_colorbar(sub, im_d, d_axes, "difference")
 
 
 __all__ = ["pixel_weights", "plot_attention_shift", "plot_pixel_weights", "plot_weights_overlay"]
