@@ -44,7 +44,7 @@ for s in 0 1; do
         robustbench-lr evaluate "${CKS[@]}" --attack pgd "${MASK[@]}" --eps 0,0.01,0.02,0.05 --steps 20 \
             --n "$N" --check-n 100 --quiet --out "$OUT/s$s/pgd_$mask"
     done
-    robustbench-lr sweep deform "${CKS[@]}" --deform offset=0,0.01,0.02,0.05 --n "$N" --quiet --out "$OUT/s$s/offset"
+    robustbench-lr sweep deform "${CKS[@]}" --deform offset=0,0.01,0.02,0.05 --n-examples "$N" --quiet --out "$OUT/s$s/offset"
 done
 python analyses/lr_fragility_figures.py "$OUT" --n "$N"
 robustbench-lr report "$OUT"/s0/pgd_all "$OUT"/s0/pgd_background "$OUT"/s0/pgd_foreground "$OUT"/s0/offset \

@@ -24,7 +24,8 @@ def benchmark(model: nn.Module, dataset: str = "mnist5k", threat_model: str = "l
               device: str = "auto", data_root: str | None = None, batch_size: int = 256, seed: int = 0,
               normalize: tuple[Sequence[float], Sequence[float]] | None = None, name: str = "model",
               steps: int | None = None, hygiene: bool = True, n_check: int = 200, image_size: int = 224,
-              progress: bool = False) -> RunTables:
+              progress: bool = False, aa_attacks: Sequence[str] | None = None, aa_version: str = "standard",
+              aa_few_classes: str = "error", min_norm_steps: int | None = None) -> RunTables:
     """Evaluate `model` on the first `n` examples of the fixed evaluation permutation of `dataset`'s test split.
 
     Args:
@@ -38,9 +39,16 @@ def benchmark(model: nn.Module, dataset: str = "mnist5k", threat_model: str = "l
         n: number of test examples.
         normalize: (mean, std) when the model expects normalised inputs (the normalisation is put inside).
         name: the model's label in the tables.
-        steps: iterations of PGD-type attacks (default 20) and minimal-norm attacks (default 1000); AutoAttack
-            uses its reference settings.
+        steps: iterations of PGD-type attacks (default 20); AutoAttack uses its reference settings.
+        min_norm_steps: iterations of the minimal-norm attacks fmn, ddn, alma (default 1000; `steps` does not
+            change them).
         hygiene: run the hygiene checks (Carlini et al. 2019) and sanity flags.
+        aa_version: the official AutoAttack's version: 'standard', 'plus' or 'rand' (randomised defences, EoT).
+        aa_attacks: run only these attacks of the official AutoAttack (e.g. ('apgd-ce', 'apgd-t')); the rows are
+            then labelled 'autoattack[apgd-ce+apgd-t]', never as AutoAttack. None: the whole version.
+        aa_few_classes: a dataset with fewer than 4 classes: 'error' (default, before any attack) or 'fallback'
+            (AutoAttack without its DLR-loss attacks, e.g. standard becomes APGD-CE, FAB-T, Square; the hygiene
+            row 'autoattack:too_few_classes' warns and names them).
 
     Returns:
         The run's tables: results (one row per attack and eps, plus clean and worst-case rows, with counts and
@@ -55,9 +63,10 @@ def benchmark(model: nn.Module, dataset: str = "mnist5k", threat_model: str = "l
     meta, probe = dataset_description(dataset, data_root, image_size)
     eps_list = default_eps(dataset, threat_model, "standard") if eps is None else parse_eps(eps)
     src = module_source(model, name, meta, probe.to(_first_device(model)), normalize=normalize)
-    cfg = EvalConfig(attacks=tuple(attacks), norm=threat_model, eps=tuple(eps_list), steps=steps, n=n,
-                     batch_size=batch_size, seed=seed, dataset=dataset, data_root=data_root, device=device,
-                     hygiene=hygiene, n_check=n_check)
+    cfg = EvalConfig(attacks=tuple(attacks), norm=threat_model, eps=tuple(eps_list), steps=steps,
+                     min_norm_steps=min_norm_steps, n=n, batch_size=batch_size, seed=seed, dataset=dataset,
+                     data_root=data_root, device=device, hygiene=hygiene, n_check=n_check, aa_version=aa_version,
+                     aa_attacks=tuple(aa_attacks) if aa_attacks else None, aa_few_classes=aa_few_classes)
     plan = plan_evaluation(cfg, sources=[src])
     return collect(evaluation_rows(plan, progress=progress))
 

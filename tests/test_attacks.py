@@ -247,3 +247,15 @@ def test_sweep_vs_independent_fails_only_on_a_significant_excess():
     a2, b2 = masks(200, 0, 4, 10)
     row = sweep_vs_independent("m", {0.1: a, 0.2: a2}, {0.1: b, 0.2: b2}, "pgd-linf")
     assert row["status"] == "pass" and row["value"] == 0.0
+
+
+def test_a_region_masked_attack_is_checked_against_fgsm_and_noise_on_the_same_region(models, data):
+    """Foreground-only PGD against all-pixel FGSM would 'fail' iterative_vs_single on any sound model."""
+    x, y = data
+    spec = AttackSpec("pgd", steps=5, mask="foreground")
+    rows = run_checks(models["conv"], "conv", x, y, sweeps={}, specs=[spec], eps_list=[0.0, 0.1, 0.3], norm="linf",
+                      num_classes=10, seed=0, batch_size=48, device=CPU, n_check=24, steps=5)
+    by = {r["check"]: r for r in rows}
+    assert "foreground pixels only" in by["iterative_vs_single"]["detail"]
+    assert "foreground pixels only" in by["noise_vs_attack"]["detail"]
+    assert by["iterative_vs_single"]["value"] <= 0.1  # FGSM on the strokes rarely beats PGD on the strokes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from robustbench_lr.cli import main
 
@@ -63,3 +64,33 @@ def test_sweep_deform_cli_and_its_bad_input(tiny_checkpoints, tmp_path, capsys):
                  "--out", str(bad)]) == 2
     assert "twist" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_kernel_size_reads_each_model_json_once_per_seed(tiny_checkpoints, tmp_path, monkeypatch):
+    """Issue 11: the evaluation and the deformation plans of a seed share one `checkpoint_sources` call, and the
+    checkpoints live where `results.rundir.checkpoint_dir` says."""
+    import robustbench_lr.checkpoint as ck
+    from robustbench_lr.results.rundir import CHECKPOINTS_DIR, checkpoint_dir
+    from robustbench_lr.results.store import FileStore
+    from robustbench_lr.runners.deform import DeformRequest
+    from robustbench_lr.runners.kernel_size import (KernelSizeConfig, KernelSizePlan, TrainJob, kernel_size_rows,
+                                                    plan_kernel_size)
+
+    cfg = KernelSizeConfig(models=("resnet_tiny",), kernel_sizes=(3, 5), seeds=(0,), attacks=("pgd",), eps=(0.0, 0.1),
+                           steps=1, hygiene=False, requests=(DeformRequest("rotate", (0.0, 10.0), draws=1),), n=8,
+                           batch_size=8, device="cpu", train={"epochs": 1})
+    planned = plan_kernel_size(cfg, tmp_path)
+    assert [j.out for j in planned.jobs] == [checkpoint_dir(tmp_path, f"resnet_tiny_k{k}_s0") for k in (3, 5)]
+    assert all(j.out.parent.name == CHECKPOINTS_DIR for j in planned.jobs)
+    jobs = [TrainJob("m", 3, 0, None, tiny_checkpoints[lab]) for lab in ("conv", "lr")]  # already trained
+    calls = []
+    real = ck.read_meta
+    monkeypatch.setattr(ck, "read_meta", lambda p, *a, **k: calls.append(str(p)) or real(p, *a, **k))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared machine (see tests/test_viz.py)
+    try:
+        rows = list(kernel_size_rows(KernelSizePlan(cfg, jobs, [0.0, 0.1]), FileStore(tmp_path / "state")))
+    finally:
+        torch.set_num_threads(threads)
+    assert {r.values.get("family") for r in rows if r.table == "results"} >= {"clean", "linf", "deform"}
+    assert sorted(calls) == sorted(tiny_checkpoints[lab] for lab in ("conv", "lr"))  # once each

@@ -24,6 +24,16 @@ def small_cnn() -> nn.Module:
                          nn.Linear(128, 10))
 
 
+def seven_outputs() -> nn.Module:
+    """A factory whose model returns (N, 7) logits on 1x28x28 images (mnist5k has 10 classes); in train mode."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 7))
+
+
+def raising_factory() -> nn.Module:
+    """A factory that raises when called (e.g. it needs weights that are not there)."""
+    raise RuntimeError("no pretrained weights in this sandbox\nsecond line of the message")
+
+
 @pytest.fixture(scope="module")
 def trained_cnn() -> nn.Module:
     from robustbench_lr.data import load_dataset
@@ -46,7 +56,7 @@ def test_benchmark_any_module_returns_rows_with_intervals(trained_cnn, caplog):
 
     trained_cnn.train()
     tables = benchmark(trained_cnn, dataset="mnist5k", eps=[0.05, 0.1], attacks=("pgd", "fmn"), n=40, n_check=16,
-                       name="cnn", steps=10)
+                       name="cnn", steps=10, min_norm_steps=10)
     assert any("training mode" in r.message for r in caplog.records)
     r = tables.results
     assert {"clean", "pgd", "fmn", "worst-case"} == set(r["attack"])
@@ -136,6 +146,43 @@ def test_external_bad_input(trained_cnn, tmp_path, monkeypatch, capsys):
     _err(capsys, main([*base, *_external_args(str(wrong), "x")]), "'0.weight'")
     _err(capsys, main([*base, "--external", "torchvision:resnet18"]), "failed on a batch")  # digits, RGB net
     assert not (tmp_path / "never").exists()
+
+
+def test_broken_factories_and_wrong_outputs_are_one_line_errors(tmp_path, monkeypatch, capsys, caplog):
+    """A module that raises at import (any exception), a factory that raises, an output of the wrong shape: one
+    line naming the factory and the first line of the error, exit 2; the factory's train mode is not warned about."""
+    monkeypatch.syspath_prepend(HERE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "i13_name_error.py").write_text("WIDTH = undefined_width_xyz * 2\n")
+    (tmp_path / "i13_syntax_error.py").write_text("def small_cnn(:\n    pass\n")
+    base = ["evaluate", "--dataset", "mnist5k", "--n", "16", "--quiet", "--out", str(tmp_path / "never")]
+    cases = [("i13_name_error:f", "'i13_name_error:f': importing 'i13_name_error' failed (NameError: name "
+                                  "'undefined_width_xyz' is not defined)"),
+             ("i13_syntax_error:small_cnn", "importing 'i13_syntax_error' failed (SyntaxError:"),
+             ("test_external:raising_factory", "'test_external:raising_factory': the factory raised RuntimeError: "
+                                               "no pretrained weights in this sandbox."),
+             ("test_external:seven_outputs", "returned (2, 7) for a batch of (2, 1, 28, 28); it must return logits "
+                                             "of shape (N, 10)")]
+    for factory, needle in cases:
+        caplog.clear()
+        _err(capsys, main([*base, "--external", factory]), needle)
+        assert not [r for r in caplog.records if "training mode" in r.getMessage()], factory
+    assert not (tmp_path / "never").exists()
+
+
+def test_an_external_error_is_exactly_one_line_on_the_terminal(tmp_path):
+    """The real CLI (its own logging set-up): the factory's train mode adds no warning line before the error."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-m", "robustbench_lr", "evaluate", "--external",
+                          "test_external:seven_outputs", "--dataset", "mnist5k", "--n", "8", "--quiet", "--out",
+                          str(tmp_path / "never")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "must return logits of shape (N, 10)" in lines[0], res.stderr
+    assert res.stdout == ""
 
 
 def test_sanity_flags_fire_on_an_attack_that_returns_its_input(trained_cnn, monkeypatch):

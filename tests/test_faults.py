@@ -143,16 +143,51 @@ def test_visualize_validates_eps_like_evaluate(tiny_checkpoints, tmp_path, capsy
     assert not out.exists()
 
 
+# Runs the console entry point (`cli.run`) and prints "ready" once it has installed its start-up Ctrl-C handler,
+# so the test interrupts a process that is still starting (parsing, importing torch and the model zoo) whatever
+# the machine's load, instead of guessing how long Python takes to get there.
+_STARTING = """
+import signal, sys
+from robustbench_lr import cli
+_signal = signal.signal
+def _spy(sig, handler):
+    previous = _signal(sig, handler)
+    if handler is cli._interrupted_while_starting:
+        print("ready", flush=True)
+    return previous
+signal.signal = _spy
+sys.argv = ["robustbench-lr", "models"]
+cli.run()
+"""
+
+
+def _interrupt_while_starting(delay: float) -> subprocess.CompletedProcess | None:
+    """SIGINT `delay` s after the start-up handler is in place; None when the command finished first."""
+    proc = subprocess.Popen([sys.executable, "-c", _STARTING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.communicate(timeout=60)
+        time.sleep(delay)
+        if proc.poll() is not None:  # finished before it could be interrupted: try again, earlier
+            proc.communicate(timeout=60)
+            return None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def test_ctrl_c_while_starting_is_one_line():
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "robustbench_lr", "models"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(0.4)  # inside the imports of torch and the model zoo
-    assert proc.poll() is None, "the command finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert "Traceback" not in err, err
-    assert proc.returncode == 130 and err.strip().splitlines() == ["robustbench-lr: interrupted"], err
+    for delay in (0.2, 0.0):  # inside the imports of torch and the model zoo; then right after the handler
+        res = _interrupt_while_starting(delay)
+        if res is not None:
+            break
+    assert res is not None, "the command finished before it could be interrupted"
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 130 and res.stderr.strip().splitlines() == ["robustbench-lr: interrupted"], res.stderr
 
 
 def test_weights_hash_depends_on_the_tensors_only():
@@ -168,6 +203,7 @@ def test_weights_hash_depends_on_the_tensors_only():
 
 
 def test_files_get_the_umask_mode_and_empty_tables_their_header(tmp_path):
+    from robustbench_lr.report import build_report
     from robustbench_lr.results import collect, write_run
     from robustbench_lr.results.table import COLUMNS, Row
     from robustbench_lr.training import TrainConfig, fit
@@ -179,9 +215,11 @@ def test_files_get_the_umask_mode_and_empty_tables_their_header(tmp_path):
         tables = collect([Row("results", {"model": "m", "family": "clean", "perturbation": "clean", "n_total": 4,
                                           "n_correct": 3})])
         write_run(tmp_path / "run", tables, {"command": "test"})
+        build_report([tmp_path / "run"], tmp_path / "rep" / "report.pdf")  # a one-row run makes a tiny report
     finally:
         os.umask(old)
-    for p in [tmp_path / "ck" / "model.safetensors", tmp_path / "ck" / "model.json", tmp_path / "run" / "results.csv"]:
+    for p in [tmp_path / "ck" / "model.safetensors", tmp_path / "ck" / "model.json", tmp_path / "run" / "results.csv",
+              tmp_path / "rep" / "report.pdf"]:
         assert p.stat().st_mode & 0o777 == 0o644, p
     for name in ("paired", "hygiene", "outcomes"):
         df = pd.read_csv(tmp_path / "run" / f"{name}.csv")  # no EmptyDataError

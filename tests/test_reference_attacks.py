@@ -18,6 +18,7 @@ from robustbench_lr.attacks.registry import AttackSpec, build_attack, run_minima
 from robustbench_lr.attacks.threat import ThreatModelViolation, check_adversarial, distances
 from robustbench_lr.data import load_dataset
 from robustbench_lr.errors import UserError
+from robustbench_lr.results.store import FileStore, MemoryStore
 
 CPU = torch.device("cpu")
 
@@ -123,23 +124,28 @@ def test_wrapper_reproduces_one_uninterrupted_autoattack_run(tiny):
 
 
 def test_a_killed_run_resumes_to_the_same_flags(tiny, tmp_path):
+    """The state goes through a store's slot (here a run directory's: JSON + safetensors shards)."""
     model, x, y = tiny
     x, y = x[:16], y[:16]
     kw = {"norm": "linf", "eps": 0.08, "batch_size": 4, "attacks": ("apgd-ce", "apgd-t")}
     spy = prepare_for_attack(Wrap(model))
     ref = run_official_autoattack(spy, x, y, **kw)
     assert 0 < ref.robust.sum() < ref.clean_correct.sum()  # both attacks have work to do
-    state = tmp_path / "aa.json"
+    state = FileStore(tmp_path).slot("aa")
     with pytest.raises(KeyboardInterrupt):
-        run_official_autoattack(prepare_for_attack(Wrap(model, kill_after=int(spy.calls * 0.7))), x, y, state_path=state, **kw)
-    saved = json.loads(state.read_text())
+        killed = prepare_for_attack(Wrap(model, kill_after=int(spy.calls * 0.7)))
+        run_official_autoattack(killed, x, y, state=state, **kw)
+    saved = state.read()
     assert saved["done"] == ["apgd-ce"] and saved["current"] == "apgd-t" and not saved["finished"]
     assert not all(saved["robust"][i] for i in np.flatnonzero(ref.clean_correct))  # points fooled before the kill
-    res = run_official_autoattack(model, x, y, state_path=state, **kw)
+    # the store's files: the document and the shards of the examples found so far
+    assert json.loads((tmp_path / "aa.json").read_text())["shards"] == saved["shards"] > 0
+    assert len(list((tmp_path / "aa.json.adv").glob("shard-*.safetensors"))) == saved["shards"]
+    res = run_official_autoattack(model, x, y, state=state, **kw)
     assert res.resumed and np.array_equal(res.robust, ref.robust) and res.fooled_by == ref.fooled_by
     assert torch.equal(res.x_adv, ref.x_adv)  # also the examples found before the kill (restored from the state)
     with pytest.raises(UserError, match="different AutoAttack run"):
-        run_official_autoattack(model, x, y, state_path=state, **{**kw, "eps": 0.1})
+        run_official_autoattack(model, x, y, state=state, **{**kw, "eps": 0.1})
 
 
 def test_pyautoattack_0_2_0_cannot_restore_its_own_state(tmp_path):
@@ -175,10 +181,10 @@ def test_autoattack_checks_become_rows():
 def test_probability_outputs_are_refused_as_a_flag_row(tiny, tmp_path):
     model, x, y = tiny
     res = run_official_autoattack(prepare_for_attack(Wrap(model, post=lambda o: o.softmax(1))), x[:8], y[:8],
-                                  norm="linf", eps=0.1, state_path=tmp_path / "s.json")
+                                  norm="linf", eps=0.1, state=FileStore(tmp_path).slot("s"))
     assert res.refused and np.isnan(res.robust_accuracy) and res.per_attack == [] and res.grad_evals == 0
     assert {r["check"]: r["status"] for r in res.flags}["softmax_output"] == "fail"
-    assert not (tmp_path / "s.json").exists()
+    assert not list(tmp_path.iterdir())  # refused before any state was saved
 
 
 def test_a_randomised_model_is_flagged(tiny):
@@ -195,13 +201,30 @@ def test_fewer_than_four_classes_error_or_documented_fallback(n_cls):
     x = torch.rand(8, 1, 28, 28)
     with torch.no_grad():
         y = model(x).argmax(1)  # every point correct: the attacks have work to do
-    with pytest.raises(UserError, match="fallback"):
+    with pytest.raises(UserError, match="--aa-few-classes fallback") as err:
         run_official_autoattack(model, x, y, norm="linf", eps=0.3)
+    assert "aa_few_classes='fallback'" in str(err.value) and "apgd-ce, fab-t, square" in str(err.value)
     res = run_official_autoattack(model, x, y, norm="linf", eps=0.3, few_classes="fallback")
     assert res.settings["attacks"] == ["apgd-ce", "fab-t", "square"] and res.settings["targets"] == n_cls - 1
     row = {r["check"]: r for r in res.flags}["too_few_classes"]
     assert row["status"] == "warn" and "apgd-t" in row["detail"]
     check_adversarial(x, res.x_adv, "linf", 0.3)
+
+
+def test_the_attack_spec_carries_the_few_classes_fallback_to_autoattack():
+    """`--aa-few-classes` / `aa_few_classes` reach run_official_autoattack through build_attack (AutoAttackFn)."""
+    torch.manual_seed(1)
+    model = prepare_for_attack(TinyCNN(n_out=3))
+    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with pytest.raises(UserError, match="--aa-few-classes fallback"):
+        build_attack(AttackSpec("autoattack"), model, 0.3, 3, 0, batch_size=6)(x, y)
+    fn = build_attack(AttackSpec("autoattack", aa_few_classes="fallback", aa_attacks=("apgd-ce", "apgd-t")), model,
+                      0.3, 3, 0, batch_size=6)
+    fn(x, y)
+    assert fn.result.settings["attacks"] == ["apgd-ce"]
+    assert {r["check"]: r["status"] for r in fn.flags}["too_few_classes"] == "warn"
 
 
 def test_autoattack_subset_runs_only_those_attacks_and_says_so(tiny):
@@ -226,8 +249,10 @@ def test_autoattack_spec_and_build_errors():
     with pytest.raises(UserError, match="version"):
         run_official_autoattack(TinyCNN().eval(), torch.rand(2, 1, 28, 28), torch.zeros(2, dtype=torch.long),
                                 norm="linf", eps=0.1, version="custom")
-    with pytest.raises(UserError, match="state_path"):
-        build_attack(AttackSpec("pgd"), TinyCNN().eval(), 0.1, 10, 0, state_path="x.json")
+    with pytest.raises(UserError, match="resumable state"):
+        build_attack(AttackSpec("pgd"), TinyCNN().eval(), 0.1, 10, 0, state=MemoryStore().slot("x"))
+    with pytest.raises(UserError, match="Did you mean 'fallback'"):
+        AttackSpec("autoattack", aa_few_classes="fallbak")
 
 
 # ------------------------------------------------------------------------------------------- minimal-norm attacks

@@ -142,3 +142,16 @@ def test_mcnemar_of_the_issue_is_not_significant():
     assert p > 0.05
     marks, _ = column_marks(_col({"a": 0.05, "b": 0.03}), lambda a, b: p)
     assert BEST_MARK not in marks.values()
+
+
+def test_a_column_where_every_model_has_the_same_value_has_no_mark():
+    """Equal accuracies (e.g. every model at 0% at a large eps) single out no model: no '*' and no dagger."""
+    for pvalue in (None, _p({frozenset("ab"): 1.0, frozenset("ac"): 1.0, frozenset("bc"): 1.0})):
+        marks, rules = column_marks(_col({"a": 0.0, "b": 0.0, "c": 0.0}), pvalue)
+        assert marks == {} and rules
+    res, paired = _synthetic(0.13, {"a": (280, 0), "b": (280, 0)})  # the same clean count, 0% under FGSM
+    t = T.attack_summary(res, "linf", paired)
+    for col in ("clean", "eps 0.2", "eps 0.3"):
+        assert not any(str(v).endswith((BEST_MARK, TIED_MARK)) for v in t.display[col]), col
+    assert set(t.data["mark"]) == {"none"}
+    assert "same accuracy" in t.note

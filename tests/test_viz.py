@@ -300,12 +300,15 @@ def test_figures_fit_the_page_and_label_their_scales(models, images):
     x_adv = (x[1] + 0.1 * torch.sign(torch.randn_like(x[1]))).clamp(0, 1)
     figs = [viz.plot_pixel_weights(m, x[1], "stages.1.0.spatial"), viz.plot_weights_overlay(m, x[1]),
             viz.plot_attention_shift(m, x[1], x_adv, "stages.1.0.spatial"),
-            viz.plot_attributions(m, x[1], x_adv, int(y[1]), **FAST_ATTR), viz.plot_prior_evolution(m)]
+            viz.plot_attributions(m, x[1], x_adv, int(y[1]), **FAST_ATTR), viz.plot_prior_evolution(m),
+            viz.plot_geometry_priors(m, "stages.1.0.spatial")]
     for fig in figs:
         w, h = fig.get_size_inches()
         assert w <= D.PAGE_WIDTH + 1e-6 and h <= D.PAGE_HEIGHT + 1e-6
         labels = _colorbar_labels(fig)
         assert labels and all(labels), labels
+        bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+        assert all(ax.yaxis.label.get_fontsize() == D.FONT for ax in bars)  # one size for colour-bar labels
     for fig in figs[2:4]:  # the perturbation panel has a scale in pixel values
         assert any("pixel value" in lab for lab in _colorbar_labels(fig))
     shift = figs[2]

@@ -16,40 +16,42 @@ writes the set of attacks through json's `default=str`, so `from_disk` never mat
   'plus' = APGD-CE, APGD-DLR, FAB (5 restarts each), Square, APGD-T, FAB-T; 'rand' = APGD-CE, APGD-DLR with
   EOT over 20 draws. With fewer than 10 classes the targets are n_classes - 1 (9 would index past the logits).
 - fewer than 4 classes: the targeted DLR loss needs 4 logits, the DLR loss 3 (auto-attack issues #70, #110).
-  Default: UserError. `few_classes='fallback'` drops those attacks (standard becomes APGD-CE, FAB-T, Square)
-  and says so in a 'too_few_classes' warn row.
+  Default: UserError. `few_classes='fallback'` (CLI `--aa-few-classes fallback`, Python
+  `aa_few_classes='fallback'`) drops those attacks (standard becomes APGD-CE, FAB-T, Square; plus and rand also
+  drop APGD-DLR below 3 classes) and says so in a 'too_few_classes' warn row.
 - checks: AutoAttack logs them through `logging.getLogger('auto-attack').warning`; a handler collects them
   while the wrapper runs (nothing reaches stdout or the root logger; debug lines go to this module's logger
   at DEBUG) and `check_rows` turns them into {check, status, detail} rows. A model whose output is a
   probability distribution is refused before any attack: `refused` says why and the rows hold a 'fail'.
-- resume: with `state_path`, a killed run continues from the last finished batch. The state (JSON) and
-  `<state_path>.adv/` (safetensors shards) hold the robust flags, the attack that fooled each point and its
-  adversarial example: after a resume `x_adv` is complete, including points fooled before the kill.
+- resume: with a `state` slot (`results.store.StateSlot`, handed out by the run's store), a killed run continues
+  from the last finished batch. The state (`attacks.autoattack_state`: a JSON document and tensor shards) holds
+  the robust flags, the attack that fooled each point and its adversarial example: after a resume `x_adv` is
+  complete, including points fooled before the kill. This module does no file I/O itself.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError, check_choice, check_positive_int
-from ..utils import atomic_write, write_json_atomic
+from .autoattack_state import AAState, open_state, save_state, state_key
 from .counting import CountingModel
 from .prepare import predict
 from .threat import check_adversarial, check_norm
+
+if TYPE_CHECKING:
+    from ..results.store import StateSlot
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ VERSION_ATTACKS: dict[str, tuple[str, ...]] = {
     "rand": ("apgd-ce", "apgd-dlr"),
 }
 MIN_CLASSES = {"apgd-t": 4, "apgd-dlr": 3}  # DLR-targeted uses the top-4 logits, DLR the top-3
-STATE_FORMAT = "robustbench-lr/autoattack-state/1"
 # (row name, status when AutoAttack raised it, fragments of AutoAttack's message)
 CHECKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("randomized", "fail", ("randomized defense",)),
@@ -113,23 +114,6 @@ class AAResult:
         return float("nan") if self.refused or not len(self.robust) else float(self.robust.mean())
 
 
-@dataclass
-class _State:
-    key: str
-    clean_correct: list[bool]
-    robust: list[bool]
-    fooled_by: list[str]
-    done: list[str] = field(default_factory=list)
-    accuracy: dict[str, float] = field(default_factory=dict)
-    per_attack: dict[str, dict[str, float]] = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
-    current: str = ""
-    start_idx: list[int] = field(default_factory=list)
-    chunks_done: int = 0
-    shards: int = 0
-    finished: bool = False
-
-
 class _Capture(logging.Handler):
     """Collects AutoAttack's warnings (its checks); passes its debug/info lines to this module's logger."""
 
@@ -180,9 +164,12 @@ def check_rows(messages: list[str], notes: dict[str, str] | None = None) -> list
     return rows
 
 
-def _plan(aa: Any, version: str, attacks: tuple[str, ...] | None, n_cls: int,
-          few_classes: str) -> tuple[list[str], dict[str, str]]:
-    """The attacks to run (the version's order) and notes; caps the targets of APGD-T / FAB-T at n_cls - 1."""
+def plan_attacks(version: str, attacks: tuple[str, ...] | None, n_cls: int, few_classes: str = "error"
+                 ) -> tuple[list[str], list[str]]:
+    """(the attacks to run in the version's order, those dropped for too few classes); UserError when some need
+    more classes than the model has and `few_classes` is 'error' (checked before any attack, also by runners)."""
+    check_choice("version", version, AA_VERSIONS)
+    check_choice("few_classes", few_classes, ("error", "fallback"))
     order = list(VERSION_ATTACKS[version])
     if attacks is not None:
         for a in attacks:
@@ -190,70 +177,33 @@ def _plan(aa: Any, version: str, attacks: tuple[str, ...] | None, n_cls: int,
         order = [a for a in order if a in attacks]
     if n_cls < 2:
         raise UserError(f"AutoAttack needs a classifier with at least 2 outputs; the model has {n_cls}.")
+    short = [a for a in order if n_cls < MIN_CLASSES.get(a, 2)]
+    if short and few_classes == "error":
+        kept = ", ".join(a for a in order if a not in short) or "nothing"
+        raise UserError(f"AutoAttack's {', '.join(short)} need at least {MIN_CLASSES[short[0]]} classes (DLR loss); "
+                        f"the model has {n_cls}. Pass --aa-few-classes fallback (Python: benchmark(..., "
+                        f"aa_few_classes='fallback') or run_official_autoattack(..., few_classes='fallback')) to run "
+                        f"{version} without them ({kept}), or use another attack.")
+    return [a for a in order if a not in short], short
+
+
+def _plan(aa: Any, version: str, attacks: tuple[str, ...] | None, n_cls: int,
+          few_classes: str) -> tuple[list[str], dict[str, str]]:
+    """The attacks to run (the version's order) and notes; caps the targets of APGD-T / FAB-T at n_cls - 1."""
+    order, short = plan_attacks(version, attacks, n_cls, few_classes)
     notes: dict[str, str] = {}
     targets = min(aa.apgd_targeted.n_target_classes, n_cls - 1)
     if targets < aa.apgd_targeted.n_target_classes:
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = targets
         notes["too_few_classes"] = f"{n_cls} classes: APGD-T / FAB-T use {targets} target classes (n_classes - 1)"
-    short = [a for a in order if n_cls < MIN_CLASSES.get(a, 2)]
-    if short and few_classes == "error":
-        raise UserError(f"AutoAttack's {', '.join(short)} need at least {MIN_CLASSES[short[0]]} classes (DLR loss); "
-                        f"the model has {n_cls}. Pass few_classes='fallback' to run {version} without them.")
     if short:
-        order = [a for a in order if a not in short]
         notes["too_few_classes"] = (f"fallback: {n_cls} classes, dropped {', '.join(short)} (DLR loss needs more "
                                     f"classes); ran {', '.join(order)}")
     return order, notes
 
 
-def _state_key(x: Tensor, y: Tensor, config: dict[str, Any]) -> str:
-    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
-    h.update(y.detach().cpu().long().numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
-def _load(path: Path, key: str, x: Tensor) -> tuple[_State, Tensor] | None:
-    if not path.exists():
-        return None
-    from safetensors.torch import load_file
-
-    try:
-        d = json.loads(path.read_text())
-        if d.pop("format", None) != STATE_FORMAT:
-            raise ValueError("not an AutoAttack state of robustbench-lr")
-        st = _State(**d)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{path} is not a readable AutoAttack state ({exc}).") from None
-    if st.key != key:
-        raise UserError(f"{path} was written by a different AutoAttack run (other data, model outputs, norm, eps, "
-                        f"version, seed or batch size); delete it or give another state path.")
-    x_adv = x.clone()
-    for k in range(st.shards):
-        shard = load_file(str(_shard(path, k)))
-        x_adv[shard["idx"]] = shard["x_adv"].to(x_adv.dtype)
-    return st, x_adv
-
-
-def _shard(path: Path, k: int) -> Path:
-    return Path(str(path) + ".adv") / f"shard-{k:05d}.safetensors"
-
-
-def _save(path: Path | None, st: _State, idx: Tensor | np.ndarray, adv: Tensor) -> None:
-    """Write the new adversarial examples (a shard) and then the state, both atomically."""
-    if path is None:
-        return
-    if len(idx):
-        from safetensors.torch import save
-
-        blob = save({"idx": torch.as_tensor(idx, dtype=torch.long), "x_adv": adv.contiguous()})
-        atomic_write(_shard(path, st.shards), lambda fh: fh.write(blob), mode="wb")
-        st.shards += 1
-    write_json_atomic(path, {"format": STATE_FORMAT, **asdict(st)})
-
-
-def _run_one(aa: Any, attack: str, st: _State, x: Tensor, y: Tensor, x_adv: Tensor, batch_size: int,
-             counting: CountingModel, cap: _Capture, path: Path | None) -> None:
+def _run_one(aa: Any, attack: str, st: AAState, x: Tensor, y: Tensor, x_adv: Tensor, batch_size: int,
+             counting: CountingModel, cap: _Capture, slot: StateSlot | None) -> None:
     """One attack over the points robust at its start, batch by batch, saving after each batch."""
     from pyautoattack import checks
 
@@ -281,14 +231,14 @@ def _run_one(aa: Any, attack: str, st: _State, x: Tensor, y: Tensor, x_adv: Tens
             stats[k] += v
         st.messages += cap.messages
         st.chunks_done = c + 1
-        _save(path, st, new, x_adv[new])
+        save_state(slot, st, new, x_adv[new])
     st.accuracy[attack] = float(np.mean(st.robust))
     st.done.append(attack)
     st.current, st.start_idx, st.chunks_done = "", [], 0
-    _save(path, st, np.zeros(0, np.int64), x_adv[:0])
+    save_state(slot, st)
 
 
-def _recheck(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, st: _State, batch_size: int,
+def _recheck(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, st: AAState, batch_size: int,
              device: torch.device) -> dict[str, str]:
     """A plain fp32 forward of x_adv must agree with the flags (it does not for a randomised model)."""
     wrong = (predict(model, x_adv, batch_size, device) != y).numpy()
@@ -316,17 +266,6 @@ def _setup(counting: CountingModel, x: Tensor, norm: str, eps: float, version: s
     return aa, plan, notes
 
 
-def _open_state(path: Path | None, key: str, x: Tensor, cc: np.ndarray) -> tuple[_State, Tensor, bool]:
-    """The saved state of this run if there is one, else a fresh one (written at once when `path` is set)."""
-    loaded = _load(path, key, x) if path is not None else None
-    if loaded is not None:
-        return loaded[0], loaded[1], True
-    st = _State(key, cc.tolist(), cc.tolist(), ["" if c else "clean" for c in cc],
-                accuracy={"clean": float(cc.mean()) if len(cc) else float("nan")})
-    _save(path, st, np.zeros(0, np.int64), x[:0])
-    return st, x.clone(), False
-
-
 def _validate(model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, version: str, few: str,
               batch_size: int) -> tuple[str, float]:  # refuse bad arguments before anything runs
     norm, eps = check_norm(norm), float(eps)
@@ -342,7 +281,7 @@ def _validate(model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, ver
 
 def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float,
                             version: str = "standard", seed: int = 0, batch_size: int = 250,
-                            device: torch.device | str = "cpu", state_path: str | Path | None = None,
+                            device: torch.device | str = "cpu", state: StateSlot | None = None,
                             attacks: tuple[str, ...] | None = None, few_classes: str = "error") -> AAResult:
     """Run the official AutoAttack on (x, y); see the module docstring.
 
@@ -351,9 +290,11 @@ def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str
         x: (n, C, H, W) in [0, 1]; y: (n,) labels. Kept on CPU; AutoAttack moves each batch to `device`.
         norm: 'linf' or 'l2'. eps: budget in that norm (> 0).
         version: 'standard', 'plus' or 'rand'. seed: AutoAttack's seed (every attack, every batch).
-        batch_size: points per AutoAttack batch. state_path: resumable state (JSON + `<path>.adv/`).
+        batch_size: points per AutoAttack batch.
+        state: where the resumable state is kept (`results.store`: `FileStore(dir).slot(key)`), or None.
         attacks: a subset of the version's attacks (run in the version's order, with its parameters).
-        few_classes: 'error' or 'fallback' when the model has fewer than 4 classes.
+        few_classes: with fewer than 4 classes, 'error' (UserError) or 'fallback' (run the version without the
+            attacks whose DLR loss needs more classes; a 'too_few_classes' warn row says which).
     """
     norm, eps = _validate(model, x, y, norm, eps, version, few_classes, batch_size)
     from pyautoattack import checks
@@ -361,7 +302,6 @@ def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str
     device = torch.device(device)
     x, y = x.detach().cpu(), y.detach().cpu().long()
     counting = CountingModel(model)
-    path = Path(state_path) if state_path is not None else None
     with _captured() as cap:
         aa, plan, notes = _setup(counting, x, norm, eps, version, seed, device, attacks, few_classes)
         settings = {"norm": norm, "eps": eps, "version": version, "attacks": plan, "seed": seed,
@@ -376,18 +316,18 @@ def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str
                             check_rows(list(cap.messages), notes), (), {}, [], refused="the model outputs "
                             "probabilities, not logits (AutoAttack's check)", settings=settings)
         key_config = {k: settings[k] for k in ("norm", "eps", "version", "attacks", "seed", "batch_size")}
-        st, x_adv, resumed = _open_state(path, _state_key(x, y, {**key_config, "pred": pred.tolist()}), x, cc)
+        st, x_adv, resumed = open_state(state, state_key(x, y, {**key_config, "pred": pred.tolist()}), x, cc)
         for attack in plan:
             if st.finished or not any(st.robust):
                 break
             if attack not in st.done:
-                _run_one(aa, attack, st, x, y, x_adv, batch_size, counting, cap, path)
+                _run_one(aa, attack, st, x, y, x_adv, batch_size, counting, cap, state)
         if not st.finished:
             cap.messages.clear()
             checks.check_square_sr(dict(st.accuracy), logger=aa.logger)
             st.messages += cap.messages
             st.finished = True
-            _save(path, st, np.zeros(0, np.int64), x[:0])
+            save_state(state, st)
     check_adversarial(x, x_adv, norm, eps, what=f"autoattack ({version}, {norm}, eps={eps:g})")
     flags = check_rows(st.messages, notes) + [_recheck(model, x, x_adv, y, st, batch_size, device)]
     per_attack = [{"attack": a, **st.per_attack[a]} for a in plan if a in st.per_attack]
@@ -397,4 +337,5 @@ def run_official_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str
                     float(sum(r["seconds"] for r in per_attack)), resumed, "", settings)
 
 
-__all__ = ["AA_VERSIONS", "CHECKS", "VERSION_ATTACKS", "AAResult", "check_rows", "run_official_autoattack"]
+__all__ = ["AA_VERSIONS", "CHECKS", "VERSION_ATTACKS", "AAResult", "check_rows", "plan_attacks",
+           "run_official_autoattack"]

@@ -31,6 +31,8 @@ MultiAttack, which attacks only the points still robust. It is not the official 
 are not AutoAttack numbers (torchattacks' own `AutoAttack` uses 10 steps and n_classes - 1 targets,
 anchors.md §2-3).
 
+`build_attack` returns the callables of `attacks.attack_fn` (AttackFn, AutoAttackFn).
+
 `fmn`, `ddn` and `alma` have no eps: `run_minimal_norm(spec, ...)` (`attacks.minimal_norm`) returns each
 example's smallest adversarial perturbation, from which the whole eps curve follows (robust at eps iff
 norm > eps); `build_attack` refuses them.
@@ -44,16 +46,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib.metadata import version as dist_version
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError, check_choice
+from .attack_fn import AttackFn, AutoAttackFn
 from .masks import check_region
 from .minimal_norm import DEFAULT_STEPS, MIN_NORM_NORMS, MinNormResult, adv_lib_settings, minimal_perturbation
 from .threat import NORMS, check_norm
+
+if TYPE_CHECKING:
+    from ..results.store import StateSlot
 
 ATTACK_NORMS: dict[str, tuple[str, ...]] = {
     "fgsm": ("linf",),
@@ -72,6 +77,7 @@ MIN_NORM_ATTACKS = tuple(MIN_NORM_NORMS)
 EPS_ATTACKS = tuple(a for a in ATTACKS if a not in MIN_NORM_NORMS)  # the ones `build_attack` builds at an eps
 AA_STEPS, AA_TARGETS, AA_QUERIES = 100, 9, 5000
 AA_VERSIONS = ("standard", "plus", "rand")
+AA_FEW_CLASSES = ("error", "fallback")
 _AA_PROTOCOL = {
     "standard": f"standard: apgd-ce({AA_STEPS}), apgd-t({AA_STEPS}, {AA_TARGETS} targets), "
                 f"fab-t({AA_STEPS}, {AA_TARGETS} targets), square({AA_QUERIES})",
@@ -101,8 +107,10 @@ class AttackSpec:
     Attributes:
         name: a key of ATTACK_NORMS.
         norm: 'linf' or 'l2'.
-        steps: iterations of iterative attacks (PGD, APGD: default 20; fmn / ddn / alma: default 1000, AttackBench's);
-            fixed to the reference 100 for autoattack / autoattack-ta.
+        steps: iterations of iterative attacks (PGD, APGD: default 20; fmn / ddn / alma: default 1000, AttackBench's,
+            where adv-lib's own defaults are FMN 10, DDN 100, ALMA 1000); fixed to the reference 100 for
+            autoattack / autoattack-ta. An evaluation sets the two kinds separately (EvalConfig.steps and
+            .min_norm_steps, CLI --steps and --min-norm-steps).
         restarts: random restarts (PGD: independent runs, a point is fooled if any run fools it; APGD: n_restarts).
         step_size: PGD step as a multiple of eps / steps (default 2.5, Madry et al.).
         random_start: PGD starts from a uniform point in the eps-ball.
@@ -111,6 +119,9 @@ class AttackSpec:
         aa_version: official AutoAttack's version: 'standard', 'plus' or 'rand' (autoattack only).
         aa_attacks: a subset of that version's attacks (e.g. ('apgd-ce', 'apgd-t')), run in the version's order with
             its parameters; the rows then say 'standard[apgd-ce+apgd-t]', never plain AutoAttack. None: all of them.
+        aa_few_classes: a model with fewer than 4 classes: 'error' (default: UserError before any attack) or
+            'fallback' (the version without the attacks whose DLR loss needs more classes, e.g. standard becomes
+            APGD-CE, FAB-T, Square; the hygiene row 'autoattack:too_few_classes' warns and says which).
         mask: None, 'background' or 'foreground': StreamingPGD perturbs only those pixels (PGD variants only).
         mask_threshold: a pixel is background if its clean value is <= this in every channel, in [0, 1).
     """
@@ -125,6 +136,7 @@ class AttackSpec:
     early_stop: bool = True
     aa_version: str = "standard"
     aa_attacks: tuple[str, ...] | None = None
+    aa_few_classes: str = "error"
     mask: str | None = None
     mask_threshold: float = 0.0
 
@@ -144,6 +156,7 @@ class AttackSpec:
         if not self.step_size > 0:
             raise UserError(f"--step-size must be > 0; got {self.step_size!r}.")
         check_choice("aa_version", self.aa_version, AA_VERSIONS)
+        check_choice("aa_few_classes", self.aa_few_classes, AA_FEW_CLASSES)
         self._check_aa_attacks()
         check_region(self.mask, self.mask_threshold)
         if self.mask is not None and not self.name.startswith("pgd"):
@@ -211,7 +224,9 @@ class AttackSpec:
                      aa_version=self.aa_label, random_start=True,
                      protocol=(f"SUBSET of {self.aa_version}: {', '.join(self.aa_attacks)} only; " if self.aa_attacks
                                else "") + _AA_PROTOCOL[self.aa_version]
-                     + " (targets n_classes - 1 if fewer than 10 classes)")
+                     + " (targets n_classes - 1 if fewer than 10 classes"
+                     + ("; fewer than 4 classes: the DLR attacks are dropped, aa_few_classes='fallback')"
+                        if self.aa_few_classes == "fallback" else ")"))
         elif self.name == "autoattack-ta":
             s.update(steps=AA_STEPS, restarts=1, queries=AA_QUERIES, protocol="torchattacks chain, not the reference: "
                      + _AA_PROTOCOL["standard"])
@@ -228,22 +243,22 @@ def _tanorm(norm: str) -> str:
 
 
 def build_attack(spec: AttackSpec, model: nn.Module, eps: float, num_classes: int, seed: int,
-                 batch_size: int = 256, state_path: str | Path | None = None) -> AttackFn:
+                 batch_size: int = 256, state: StateSlot | None = None) -> AttackFn:
     """The attack `spec` at one eps, as a callable `(x, y, targets, ids) -> x_adv` (targets: random-target PGD;
     ids: the examples' stable ids, which seed StreamingPGD's random starts).
 
-    `model` must take [0, 1] pixels, be in eval mode and have its parameters frozen. `state_path`: official
-    AutoAttack's resumable state (autoattack only; one call per state file). Minimal-norm attacks (fmn, ddn,
-    alma) have no eps: use `run_minimal_norm`.
+    `model` must take [0, 1] pixels, be in eval mode and have its parameters frozen. `state`: where official
+    AutoAttack keeps its resumable state (autoattack only; a `results.store` slot, one call per slot).
+    Minimal-norm attacks (fmn, ddn, alma) have no eps: use `run_minimal_norm`.
     """
     if spec.minimal_norm:
         raise UserError(f"{spec.name} is a minimal-norm attack: it has no eps. Run attacks.registry.run_minimal_norm "
                         f"(or attacks.minimal_norm.minimal_perturbation) once and read every eps off its norms "
                         f"(robust at eps iff norm > eps).")
-    if state_path is not None and spec.name != "autoattack":
-        raise UserError(f"state_path is official AutoAttack's resume file; attack {spec.name!r} does not take one.")
+    if state is not None and spec.name != "autoattack":
+        raise UserError(f"a resumable state is official AutoAttack's; attack {spec.name!r} does not take one.")
     if spec.name == "autoattack":
-        return AutoAttackFn(spec, model, eps, seed, batch_size, state_path)
+        return AutoAttackFn(spec, model, eps, seed, batch_size, state)
     if spec.name.startswith("pgd") and spec.early_stop:
         from .pgd import stream_for
 
@@ -295,95 +310,6 @@ def run_minimal_norm(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, *
         raise UserError(f"{spec.name} is not a minimal-norm attack; use build_attack at each eps.")
     return minimal_perturbation(model, x, y, attack=spec.name, norm=spec.norm, steps=spec.steps,
                                 batch_size=batch_size, device=device, seed=seed)
-
-
-class AttackFn:
-    """A built attack: `fn(x, y, targets=None, ids=None) -> x_adv`; `.atk` is the torchattacks object it runs
-    (None for StreamingPGD, built per restart by `stream(seed)`). `whole_set` False: any batching of the points
-    gives the same result; `flags`: always empty here (see AutoAttackFn)."""
-
-    whole_set = False
-
-    def __init__(self, atk: Any, spec: AttackSpec, model: nn.Module, stream: Any = None, seed: int = 0) -> None:
-        self.atk, self.spec, self.model, self.stream, self.seed = atk, spec, model, stream, seed
-        self._targets: Tensor | None = None
-        self.flags: list[dict[str, str]] = []
-        # StreamingPGD counts live examples itself (its fixed batches may carry empty slots); None: count outside
-        self.grad_evals: int | None = 0 if stream is not None else None
-        self.forwards: int | None = 0 if stream is not None else None
-        if spec.targeted == "random" and atk is not None:
-            atk.set_mode_targeted_by_function(lambda images, labels: self._targets.to(labels.device))
-        # PGD restarts are independent runs; a point counts as fooled if any of them fools it
-        self.restarts = spec.restarts if spec.name.startswith("pgd") and spec.random_start else 1
-
-    def _run(self, x: Tensor, y: Tensor, targets: Tensor | None, ids: Tensor, restart: int) -> Tensor:
-        if self.stream is not None:
-            if self.spec.targeted == "least_likely":
-                with torch.no_grad():
-                    targets = self.model(x).argmin(1)
-                self.forwards += len(x)
-            pgd = self.stream(self.seed + 7919 * restart)
-            adv = pgd(x, y, ids, targets if self.spec.targeted else None)
-            self.grad_evals += pgd.grad_evals
-            self.forwards += pgd.forwards
-            return adv
-        self._targets = targets
-        return self.atk(x, y)
-
-    def __call__(self, x: Tensor, y: Tensor, targets: Tensor | None = None, ids: Tensor | None = None) -> Tensor:
-        if self.spec.targeted == "random" and targets is None:
-            raise ValueError("pgd-random-target needs per-example targets")
-        ids = ids if ids is not None else torch.arange(len(x))
-        if self.restarts == 1:
-            return self._run(x, y, targets, ids, 0)
-        best = x.clone()
-        todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        for restart in range(self.restarts):
-            idx = todo.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            adv = self._run(x[idx], y[idx], targets[idx] if targets is not None else None, ids[idx.cpu()], restart)
-            with torch.no_grad():
-                fooled = self.model(adv).argmax(1) != y[idx]
-            if self.forwards is not None:
-                self.forwards += len(idx)
-            best[idx] = adv
-            todo[idx[fooled]] = False
-        return best
-
-
-class AutoAttackFn:
-    """Official AutoAttack at one eps: `fn(x, y, targets=None, ids=None) -> x_adv` on x's device.
-
-    `whole_set = True`: AutoAttack batches itself and attacks the still-robust points attack by attack, so the
-    caller should pass every point to attack in one call (calls on parts give different batches). After a call:
-    `flags` (AutoAttack's check rows of that call), `result` (the AAResult), `refused` ('' or why no attack
-    ran: then x_adv is the clean x and must not be counted as robust), and `grad_evals` / `forwards` (summed
-    over calls; the caller should use them instead of counting outside, like StreamingPGD's).
-    """
-
-    whole_set = True
-
-    def __init__(self, spec: AttackSpec, model: nn.Module, eps: float, seed: int, batch_size: int,
-                 state_path: str | Path | None = None) -> None:
-        self.spec, self.model, self.eps, self.seed, self.batch_size = spec, model, float(eps), seed, batch_size
-        self.state_path = state_path
-        self.atk, self.stream, self.restarts = None, None, 1
-        self.flags: list[dict[str, str]] = []
-        self.result: Any = None
-        self.refused = ""
-        self.grad_evals = self.forwards = 0
-
-    def __call__(self, x: Tensor, y: Tensor, targets: Tensor | None = None, ids: Tensor | None = None) -> Tensor:
-        from .autoattack_ref import run_official_autoattack
-
-        res = run_official_autoattack(self.model, x, y, norm=self.spec.norm, eps=self.eps,
-                                      version=self.spec.aa_version, seed=self.seed, batch_size=self.batch_size,
-                                      device=x.device, state_path=self.state_path, attacks=self.spec.aa_attacks)
-        self.result, self.flags, self.refused = res, res.flags, res.refused
-        self.grad_evals += res.grad_evals
-        self.forwards += res.forwards
-        return res.x_adv.to(x.device)
 
 
 def random_targets(labels: Tensor, num_classes: int, seed: int) -> Tensor:

@@ -9,4 +9,6 @@ BENCHES: dict[str, str] = {
     "deform": "robustbench_lr.bench.deform",
     "sweep": "robustbench_lr.bench.sweep",
     "attack": "robustbench_lr.bench.attack",
+    "profile": "robustbench_lr.bench.profile",
+    "minnorm": "robustbench_lr.bench.minnorm",
 }

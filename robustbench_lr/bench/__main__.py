@@ -6,10 +6,7 @@ import importlib
 import logging
 import sys
 
-from . import BENCHES as _REGISTERED
-
-# `profile` is listed here until bench/__init__.py's BENCHES names it (that file belongs to another change).
-BENCHES: dict[str, str] = {**_REGISTERED, "profile": "robustbench_lr.bench.profile"}
+from . import BENCHES
 
 
 def main(argv: list[str] | None = None) -> int:

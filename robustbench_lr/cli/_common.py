@@ -1,4 +1,5 @@
-"""What several commands share: model-shaping options, list parsing, and the terminal summaries."""
+"""What several commands share: model-shaping options, external models (--external), list parsing, and the
+terminal summaries."""
 
 from __future__ import annotations
 
@@ -77,6 +78,70 @@ def adversarial_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "robust_eval_n": args.robust_eval_n}
 
 
+class ExternalAction(argparse.Action):
+    """--external SPEC starts a model; --weights / --name / --normalize that follow it describe it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, opt: str | None = None
+                 ) -> None:
+        models = getattr(ns, "external", None) or []
+        if self.dest == "external":
+            models.append({"factory": value})
+        elif not models:
+            parser.error(f"{opt} describes the --external model before it: give --external first")
+        else:
+            models[-1][self.dest] = value
+        ns.external = models
+
+
+def sources_from(args: argparse.Namespace) -> list[Any]:
+    """The checkpoints, then the external models, in the order given (dataset from --dataset or the checkpoints)."""
+    from ..runners.common import checkpoint_sources, dataset_description
+    from ..runners.external import ExternalModel, external_source
+
+    sources = checkpoint_sources(list(args.checkpoint))
+    externals = getattr(args, "external", None) or []
+    if not sources and not externals:
+        raise UserError("give at least one --checkpoint DIR or --external FACTORY.")
+    if externals:
+        name = args.dataset or (sources[0].meta["dataset"]["name"] if sources else None)
+        if name is None:
+            raise UserError("--external models need --dataset (e.g. --dataset mnist5k).")
+        size = int(sources[0].meta["dataset"]["input_size"][-1]) if sources else 224
+        meta, probe = dataset_description(name, args.data_root, size)
+        for e in externals:
+            spec = ExternalModel(e["factory"], e.get("weights"), e.get("name"), _normalize(e.get("normalize")))
+            sources.append(external_source(spec, meta, probe))
+    from ..runners.common import unique_labels
+
+    for src, label in zip(sources, unique_labels([s.label for s in sources])):
+        src.label = label
+    return sources
+
+
+def _normalize(text: str | None) -> tuple[list[float], list[float]] | None:
+    if text is None:
+        return None
+    try:
+        mean, std = (([float(v) for v in part.split(",")]) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--normalize {text!r}: write MEAN[,MEAN,MEAN]/STD[,STD,STD], e.g. 0.1307/0.3081.") from None
+    return mean, std
+
+
+def add_external_options(p: argparse.ArgumentParser) -> None:
+    """--checkpoint's companion: --external FACTORY, each followed by its --weights / --name / --normalize."""
+    p.add_argument("--external", action=ExternalAction, metavar="FACTORY",
+                   help="any nn.Module: 'package.module:factory' (called without arguments) or 'torchvision:NAME' "
+                        "(built with the dataset's classes); repeatable, mixed freely with --checkpoint")
+    p.add_argument("--weights", action=ExternalAction, metavar="FILE",
+                   help="weights of the --external before it: .safetensors, or a state dict (torch.load with "
+                        "weights_only=True; other pickles are refused)")
+    p.add_argument("--name", action=ExternalAction, metavar="LABEL", help="label of the --external before it")
+    p.add_argument("--normalize", action=ExternalAction, metavar="MEAN/STD",
+                   help="the --external before it expects normalised inputs, e.g. 0.4914,0.4822,0.4465/"
+                        "0.247,0.2435,0.2616 (put inside, so attacks still see [0, 1] pixels)")
+
+
 def parse_numbers(text: str, option: str, kind: type = float) -> list[Any]:
     """'3,5,7' -> [3, 5, 7] (ints must be integral)."""
     out = []
@@ -97,7 +162,8 @@ def parse_numbers(text: str, option: str, kind: type = float) -> list[Any]:
 
 
 def print_hygiene(hyg: Any) -> None:
-    """One line of counts and one line per warn / fail (the terminal summary of every evaluating command)."""
+    """One line of counts and one line per warn / fail, naming the model, the check, the attack it exercised and
+    the eps (the terminal summary of every evaluating command)."""
     if hyg is None or hyg.empty:
         print("\nhygiene checks: none were run")
         return
@@ -105,7 +171,10 @@ def print_hygiene(hyg: Any) -> None:
     print(f"\nhygiene checks: {counts.get('pass', 0)} pass, {counts.get('warn', 0)} warn, {counts.get('fail', 0)} fail")
     for _, r in hyg[hyg["status"] != "pass"].iterrows():
         eps = "" if r["eps"] != r["eps"] else f" at eps {r['eps']:g}"
-        print(f"  {str(r['status']).upper():4s} {r['model']}: {r['check']}{eps} ({r['detail']}; value {r['value']:.4g})")
+        attack = r.get("attack")
+        on = f" [{attack}]" if isinstance(attack, str) and attack else ""
+        print(f"  {str(r['status']).upper():4s} {r['model']}: {r['check']}{on}{eps} ({r['detail']}; "
+              f"value {r['value']:.4g})")
 
 
 def print_written(out: Any, names: list[str]) -> None:

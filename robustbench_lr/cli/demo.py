@@ -7,7 +7,8 @@
 2. runs FGSM and PGD eps sweeps with the hygiene checks, on the same test examples;
 3. runs a random rotation sweep and the worst-of-k spatial attack (Engstrom et al.);
 4. draws the pairwise weights, geometry priors, attention shift under attack and captum attributions of an
-   example the attack fools, and measures the attention drift of every LR layer;
+   example the attack fools (the same for every model where one exists), at the eps where the models differ
+   most (`runners.figures.informative_eps`), and measures the attention drift of every LR layer;
 5. writes OUT/report.pdf (and the tables next to it) and prints its path.
 
 Every input is checked before the first model trains. Every stage saves its progress in OUT, so a re-run reuses
@@ -42,6 +43,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the demo will do, validated before any work (a bad input trains nothing)."""
     from ..attacks.threat import default_eps, validate_eps
     from ..models import model_info
+    from ..results.rundir import checkpoint_dir
     from ..runners import DeformRequest, EvalConfig
     from ..runners.common import test_split_size
     from ..training import TrainConfig
@@ -64,7 +66,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
                          download=args.download, device=args.device, train_limit=args.train_limit,
                          **adversarial_kwargs(args))
         tc.validate()
-        jobs.append((name, k, tc, Path(args.out) / "checkpoints" / (f"{name}_k{k}" if k else name)))
+        jobs.append((name, k, tc, checkpoint_dir(args.out, f"{name}_k{k}" if k else name)))
     size = list(model_info(models[0][0]).input_size)
     n_split = test_split_size(args.dataset, args.data_root, size, 0)
     if args.n > n_split:
@@ -79,15 +81,16 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..results import check_out_dir, store_for
+    from ..runners import checkpoint_sources
 
     plan = _plan(args)
     out = check_out_dir(args.out)
     t_all, store = time.perf_counter(), store_for(out)
-    checkpoints = _train(args, plan["jobs"])
-    ev, ev_meta = _evaluate(args, checkpoints, plan["eps"], store)
-    dv, dv_meta = _deform(args, checkpoints, plan["requests"], store)
+    sources = checkpoint_sources(_train(args, plan["jobs"]))  # every model.json read once, for every stage
+    ev, ev_meta = _evaluate(args, sources, plan["eps"], store)
+    dv, dv_meta = _deform(args, sources, plan["requests"], store)
     t0 = _stage("4/5 pairwise weights, priors, attention shift, attributions")
-    figs, drift = _figures(args, checkpoints, ev, plan["eps"])
+    figs, drift = _figures(args, sources, ev, plan["eps"])
     print(f"   {len(figs)} figures, {time.perf_counter() - t0:.0f} s")
     meta = {"command": args.command_line, **ev_meta, "deformations": dv_meta["deformations"]}
     return _report(args, out, [ev, dv], drift, figs, meta, time.perf_counter() - t_all)
@@ -111,48 +114,44 @@ def _train(args: argparse.Namespace, jobs: list[tuple[str, Any, Any, Path]]) -> 
     return checkpoints
 
 
-def _evaluate(args: argparse.Namespace, checkpoints: list[str], eps: list[float], store: Any
+def _evaluate(args: argparse.Namespace, sources: list[Any], eps: list[float], store: Any
               ) -> tuple[Any, dict[str, Any]]:
     from ..results import collect
     from ..runners import EvalConfig, evaluation_rows, plan_evaluation
 
     t0 = _stage(f"2/5 FGSM and PGD sweeps on {args.n} test examples, with hygiene checks")
-    plan = plan_evaluation(EvalConfig(checkpoints=tuple(checkpoints), attacks=("fgsm", "pgd"), eps=tuple(eps),
-                                      steps=args.steps, n=args.n, seed=args.seed, dataset=args.dataset,
+    plan = plan_evaluation(EvalConfig(checkpoints=tuple(s.path for s in sources), attacks=("fgsm", "pgd"),
+                                      eps=tuple(eps), steps=args.steps, n=args.n, seed=args.seed, dataset=args.dataset,
                                       data_root=args.data_root, device=args.device, n_check=args.check_n,
-                                      batch_size=args.batch_size))
+                                      batch_size=args.batch_size), sources=sources)
     tables = collect(evaluation_rows(plan, store, progress=not args.quiet))
     print(f"   {time.perf_counter() - t0:.0f} s")
     return tables, plan.meta()
 
 
-def _deform(args: argparse.Namespace, checkpoints: list[str], requests: Any, store: Any
+def _deform(args: argparse.Namespace, sources: list[Any], requests: Any, store: Any
             ) -> tuple[Any, dict[str, Any]]:
     from ..results import collect
     from ..runners import DeformConfig, deformation_rows, plan_deformations
 
     t0 = _stage("3/5 random rotations and the worst-of-k spatial attack")
-    plan = plan_deformations(DeformConfig(checkpoints=tuple(checkpoints), requests=tuple(requests), n=args.n,
-                                          seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                          dataset=args.dataset, data_root=args.data_root))
+    plan = plan_deformations(DeformConfig(checkpoints=tuple(s.path for s in sources), requests=tuple(requests),
+                                          n=args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                          dataset=args.dataset, data_root=args.data_root), sources=sources)
     tables = collect(deformation_rows(plan, store, progress=not args.quiet))
     print(f"   {time.perf_counter() - t0:.0f} s")
     return tables, plan.meta()
 
 
-def _figures(args: argparse.Namespace, checkpoints: list[str], ev: Any, eps_list: list[float]
+def _figures(args: argparse.Namespace, sources: list[Any], ev: Any, eps_list: list[float]
              ) -> tuple[list[dict[str, Any]], list[Any]]:
-    from ..runners import FigureConfig, figure_items
+    from ..runners.figures import FigureConfig, figure_items, informative_eps
 
-    r = ev.results[(ev.results["attack"] == "pgd") & (ev.results["eps"] > 0)]
-    spread = r.groupby("eps")["accuracy"].agg(lambda a: a.max() - a.min())
-    eps_all = sorted(e for e in eps_list if e > 0)
-    eps = float(spread.idxmax()) if not spread.empty and spread.max() > 0 else eps_all[len(eps_all) // 2]
-    cfg = FigureConfig(checkpoints=tuple(checkpoints), eps=eps, steps=args.steps, seed=args.seed,
-                       n=min(args.n, 64), index=args.index, dataset=args.dataset, data_root=args.data_root,
-                       device=args.device)
+    cfg = FigureConfig(checkpoints=tuple(s.path for s in sources), eps=informative_eps(ev.results, eps_list),
+                       steps=args.steps, seed=args.seed, n=min(args.n, 64), index=args.index, dataset=args.dataset,
+                       data_root=args.data_root, device=args.device)
     figs, rows = [], []
-    for row in figure_items(cfg):
+    for row in figure_items(cfg, sources=sources):
         (figs if row.table == "figure" else rows).append(row.values if row.table == "figure" else row)
     return figs, rows
 
@@ -196,7 +195,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-n", type=int, default=200, help="examples of the hygiene checks")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--index", type=int, default=None,
-                   help="evaluation example shown in the figures (default: the first one the attack fools)")
+                   help="test-split index of the example shown in the figures (default: the first evaluation "
+                        "example the attack fools for every model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress")
     add_adversarial_options(p, prefix="train-")

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
-from ..errors import UserError
-
-from ._common import print_hygiene, print_written
+from ._common import add_external_options, print_hygiene, print_written, sources_from
 
 
 def config_from(args: argparse.Namespace):  # noqa: ANN201 (EvalConfig, imported lazily)
@@ -22,61 +19,12 @@ def config_from(args: argparse.Namespace):  # noqa: ANN201 (EvalConfig, imported
     return EvalConfig(checkpoints=tuple(args.checkpoint), attacks=tuple(args.attack or ["fgsm", "pgd"]),
                       norm=args.norm, eps=tuple(parse_eps(args.eps)) if args.eps else None, steps=args.steps,
                       restarts=args.restarts, step_size=args.step_size, random_start=not args.no_random_start,
-                      aa_version=args.aa_version,
+                      min_norm_steps=args.min_norm_steps, aa_version=args.aa_version,
                       aa_attacks=tuple(args.aa_attacks.split(",")) if args.aa_attacks else None,
+                      aa_few_classes=args.aa_few_classes,
                       mask=args.mask, mask_threshold=args.mask_threshold,
                       n=args.n, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset,
                       data_root=args.data_root, device=args.device, hygiene=not args.no_hygiene, n_check=args.check_n)
-
-
-class ExternalAction(argparse.Action):
-    """--external SPEC starts a model; --weights / --name / --normalize that follow it describe it."""
-
-    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, opt: str | None = None
-                 ) -> None:
-        models = getattr(ns, "external", None) or []
-        if self.dest == "external":
-            models.append({"factory": value})
-        elif not models:
-            parser.error(f"{opt} describes the --external model before it: give --external first")
-        else:
-            models[-1][self.dest] = value
-        ns.external = models
-
-
-def sources_from(args: argparse.Namespace) -> list[Any]:
-    """The checkpoints, then the external models, in the order given (dataset from --dataset or the checkpoints)."""
-    from ..runners.common import checkpoint_sources, dataset_description
-    from ..runners.external import ExternalModel, external_source
-
-    sources = checkpoint_sources(list(args.checkpoint))
-    externals = getattr(args, "external", None) or []
-    if not sources and not externals:
-        raise UserError("give at least one --checkpoint DIR or --external FACTORY.")
-    if externals:
-        name = args.dataset or (sources[0].meta["dataset"]["name"] if sources else None)
-        if name is None:
-            raise UserError("--external models need --dataset (e.g. --dataset mnist5k).")
-        size = int(sources[0].meta["dataset"]["input_size"][-1]) if sources else 224
-        meta, probe = dataset_description(name, args.data_root, size)
-        for e in externals:
-            spec = ExternalModel(e["factory"], e.get("weights"), e.get("name"), _normalize(e.get("normalize")))
-            sources.append(external_source(spec, meta, probe))
-    from ..runners.common import unique_labels
-
-    for src, label in zip(sources, unique_labels([s.label for s in sources])):
-        src.label = label
-    return sources
-
-
-def _normalize(text: str | None) -> tuple[list[float], list[float]] | None:
-    if text is None:
-        return None
-    try:
-        mean, std = (([float(v) for v in part.split(",")]) for part in text.split("/"))
-    except ValueError:
-        raise UserError(f"--normalize {text!r}: write MEAN[,MEAN,MEAN]/STD[,STD,STD], e.g. 0.1307/0.3081.") from None
-    return mean, std
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,27 +69,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--attack fgsm --attack pgd --norm linf --eps 0,0.05,0.1,0.2,0.3 --steps 20 "
                                    "--n 1000 --out runs/eval1")
     p.add_argument("--checkpoint", action="append", default=[], metavar="DIR", help="checkpoint directory (repeat)")
-    p.add_argument("--external", action=ExternalAction, metavar="FACTORY",
-                   help="any nn.Module: 'package.module:factory' (called without arguments) or 'torchvision:NAME' "
-                        "(built with the dataset's classes); repeatable, mixed freely with --checkpoint")
-    p.add_argument("--weights", action=ExternalAction, metavar="FILE",
-                   help="weights of the --external before it: .safetensors, or a state dict (torch.load with "
-                        "weights_only=True; other pickles are refused)")
-    p.add_argument("--name", action=ExternalAction, metavar="LABEL", help="label of the --external before it")
-    p.add_argument("--normalize", action=ExternalAction, metavar="MEAN/STD",
-                   help="the --external before it expects normalised inputs, e.g. 0.4914,0.4822,0.4465/"
-                        "0.247,0.2435,0.2616 (put inside, so attacks still see [0, 1] pixels)")
+    add_external_options(p)
     p.add_argument("--attack", action="append", default=None, metavar="NAME",
                    help="repeatable; see the README's attack table (default: fgsm and pgd)")
     p.add_argument("--norm", default="linf", help="linf | l2")
     p.add_argument("--eps", default=None, help="comma list, fractions allowed (e.g. 0,2/255,8/255); default per dataset")
     p.add_argument("--steps", type=int, default=None,
-                   help="iterations of PGD/APGD (default 20) and of minimal-norm attacks (default 1000); AutoAttack "
-                        "uses its reference settings")
+                   help="iterations of PGD/APGD (default 20); minimal-norm attacks take --min-norm-steps and "
+                        "AutoAttack its reference settings")
+    p.add_argument("--min-norm-steps", type=int, default=None,
+                   help="iterations of the minimal-norm attacks fmn, ddn, alma (default 1000, AttackBench's; adv-lib's "
+                        "own defaults are FMN 10, DDN 100, ALMA 1000); --steps does not change them")
     p.add_argument("--aa-version", default="standard", help="official AutoAttack version: standard | plus | rand")
     p.add_argument("--aa-attacks", default=None, metavar="A,B",
                    help="run only these of the version's attacks, e.g. apgd-ce,apgd-t (labelled as a subset in "
                         "every table; the default runs them all)")
+    p.add_argument("--aa-few-classes", default="error", metavar="error|fallback",
+                   help="official AutoAttack on fewer than 4 classes, where its DLR-loss attacks cannot run (APGD-T "
+                        "needs 4 classes, APGD-DLR 3): 'error' (default) stops before any attack; 'fallback' runs "
+                        "the version without them (standard: APGD-CE, FAB-T, Square) and the hygiene row "
+                        "autoattack:too_few_classes warns and names what was dropped")
     p.add_argument("--mask", default=None, help="PGD perturbs only the 'background' (clean pixels <= "
                                                "--mask-threshold in every channel) or the 'foreground'")
     p.add_argument("--mask-threshold", type=float, default=0.0, help="pixel value separating the mask's regions")

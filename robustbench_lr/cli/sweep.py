@@ -2,6 +2,8 @@
 
     robustbench-lr sweep deform --checkpoint runs/lr7 --checkpoint runs/conv3 --deform rotate \\
         --strengths 0,10,20,30 --draws 5 --out runs/rot
+    robustbench-lr sweep deform --checkpoint runs/lr7 --external mypkg.nets:small_cnn --weights cnn.safetensors \\
+        --name cnn --deform rotate --out runs/rot2
     robustbench-lr sweep kernel-size --model lrnet_tiny --model resnet_tiny --kernel-sizes 3,5,7,9 \\
         --dataset mnist5k --epochs 15 --seeds 0,1,2 --attack pgd --eps 0,0.05,0.1 \\
         --deform rotate=0,15,30 --out runs/ks
@@ -24,8 +26,8 @@ import time
 from typing import Any
 
 from ..errors import UserError
-from ._common import (add_adversarial_options, add_model_options, adversarial_kwargs, model_kwargs_from,
-                      parse_model_args, parse_numbers, print_hygiene, print_written)
+from ._common import (add_adversarial_options, add_external_options, add_model_options, adversarial_kwargs,
+                      model_kwargs_from, parse_model_args, parse_numbers, print_hygiene, print_written, sources_from)
 
 DEFAULT_STRENGTHS = {"rotate": "0,10,20,30", "translate": "0,1,2,3", "scale": "1,0.9,0.8,1.1,1.2",
                      "elastic": "0,1,2,4", "offset": "0,0.01,0.02,0.05", "worst-of-k": "10,20,30",
@@ -57,12 +59,10 @@ def run_deform(args: argparse.Namespace) -> int:
     from ..results import check_out_dir, collect, store_for, write_run
     from ..runners import DeformConfig, deformation_rows, plan_deformations
 
-    if not args.checkpoint:
-        raise UserError("give at least one --checkpoint DIR.")
     requests = parse_deforms(args.deform, args.strengths, args.draws, args.option)
-    plan = plan_deformations(DeformConfig(checkpoints=tuple(args.checkpoint), requests=tuple(requests), n=args.n,
-                                          seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                          dataset=args.dataset, data_root=args.data_root))
+    cfg = DeformConfig(checkpoints=tuple(args.checkpoint), requests=tuple(requests), n=args.n, seed=args.seed,
+                       batch_size=args.batch_size, device=args.device, dataset=args.dataset, data_root=args.data_root)
+    plan = plan_deformations(cfg, sources_from(args))  # checkpoints, then --external models
     out = check_out_dir(args.out)
     t0 = time.perf_counter()
     tables = collect(deformation_rows(plan, store_for(out), progress=not args.quiet))
@@ -169,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       description="Example: robustbench-lr sweep deform --checkpoint runs/lr7 --deform rotate "
                                   "--strengths 0,10,20,30 --draws 5 --out runs/rot")
     d.add_argument("--checkpoint", action="append", default=[], metavar="DIR")
+    add_external_options(d)
     d.add_argument("--seed", type=int, default=0, help="seed of the random draws (the same for every model)")
     _common(d)
     d.set_defaults(func=run_deform)

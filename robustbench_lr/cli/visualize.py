@@ -11,10 +11,12 @@ Model kinds (robustbench_lr.viz, need --checkpoint): weights (plot_pixel_weights
 (plot_attention_shift) and attributions (plot_attributions, any model). Their defaults are the report's
 (`runners.figures`): the layer `viz.layers.figure_layer` (the third LR layer), PGD with the report's 20 steps, the
 image the first of the 64-example evaluation subset that the attack fools, unless --index (a test-split index)
-names one; a figure of an example the attack did not fool says so in its title. The report's eps depends on the
-run (the demo picks the eps where the models differ most, and its captions name it); without --eps the figure
-uses the dataset's figure eps. With --run RUN_DIR the example, eps, steps and layer default to those of the
-figure of the same model in RUN_DIR's report (its figures/figures.json), so the figure is the report's.
+names one; a figure of an example the attack did not fool says so in its title. The eps: without --run, the
+dataset's default figure eps (attacks.threat: 0.1 on mnist5k, 8/255 on cifar10, linf); with --run RUN_DIR, the
+report's choice (the demo takes the eps where the models differ most, `runners.figures.informative_eps`). With
+--run the example, eps, norm, steps, seed and layer all default to those recorded for the same model's figure
+in RUN_DIR's figures/figures.json, so the figure is the report's (the report shows one example for every model
+where the attack fools one for all; alone, a figure without --run picks that model's own first fooled one).
 
 Curve kinds (report.figures, need --run RUN_DIR, repeatable): summary (robust accuracy vs eps of every model on
 one axis), eps-curves, deform-curves, kernel-curves, drawn exactly as in the report.
@@ -181,6 +183,8 @@ def _model_figure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         return None, {}
     if args.run:
         apply_run_defaults(args, src.label)
+    if args.seed is None:
+        args.seed = 0
     if args.layer is None and args.kind in LR_KINDS:
         from ..viz.layers import figure_layer
 
@@ -227,11 +231,13 @@ def curve_figure(kind: str, run_dirs: list[str] | None, norm: str | None) -> Any
     return fig
 
 
-def apply_run_defaults(args: argparse.Namespace, label: str) -> None:
-    """Fill --index, --eps, --steps and --layer (those not given) from the report figure of model `label` in the
-    run directories' figure manifests, so `visualize` redraws the report's figure."""
-    import re
+RUN_FIELDS = ("index", "eps", "steps", "norm", "layer", "seed")  # what a figure record gives `visualize --run`
 
+
+def apply_run_defaults(args: argparse.Namespace, label: str) -> None:
+    """Fill --index, --eps, --steps, --norm, --layer and --seed (those not given) from the report figure of model
+    `label` in the run directories' figures.json, so `visualize` redraws the report's figure. The record's
+    fields decide; runs written before the records had them fall back to the figure's caption."""
     from ..results import load_runs
 
     items = [f for f in load_runs(args.run).figures if str(f.get("model")) == label]
@@ -239,19 +245,22 @@ def apply_run_defaults(args: argparse.Namespace, label: str) -> None:
         raise UserError(f"--run: {', '.join(args.run)} has no report figures of {label} (figures/figures.json); "
                         f"drop --run or give the run directory of that model's report.")
     item = next((f for f in items if f.get("kind") == args.kind), items[0])
-    text = str(item.get("caption", ""))
+    found = {**_caption_fields(str(item.get("caption", ""))),
+             **{k: item[k] for k in RUN_FIELDS if item.get(k) is not None}}
+    cast = {"index": int, "eps": str, "steps": int, "norm": str, "layer": str, "seed": int}
+    for key, value in found.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, cast[key](value))
+
+
+def _caption_fields(text: str) -> dict[str, str]:
+    """eps, steps, norm and layer named in an older run's caption ('layer L: ...', 'PGD-20 linf eps=0.1')."""
+    import re
+
     attack = re.search(r"PGD-(\d+) (linf|l2) eps=([0-9.eE+-]+)", text)
     layer = re.search(r"layer (\S+):", text)
-    if args.index is None and item.get("index") is not None:
-        args.index = int(item["index"])
-    if args.eps is None and (item.get("eps") is not None or attack):
-        args.eps = str(item.get("eps") if item.get("eps") is not None else attack.group(3))
-    if args.steps is None and (item.get("steps") is not None or attack):
-        args.steps = int(item.get("steps") if item.get("steps") is not None else attack.group(1))
-    if attack and args.norm is None:
-        args.norm = attack.group(2)
-    if args.layer is None and (item.get("layer") or layer):
-        args.layer = str(item.get("layer") or layer.group(1))
+    out = dict(zip(("steps", "norm", "eps"), attack.groups())) if attack else {}
+    return {**out, **({"layer": layer.group(1)} if layer else {})}
 
 
 def _figure(args: argparse.Namespace, model: Any, sel: Any, c: dict[str, Any]) -> Any:
@@ -302,11 +311,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE", help="figure file, .png or .pdf")
     p.add_argument("--attack", default="pgd", help="attack of the figures (pgd)")
     p.add_argument("--norm", default=None, help="linf | l2 (default linf; curves: the runs' first norm)")
-    p.add_argument("--eps", default=None, help="attack strength, fractions allowed (default: the dataset's figure "
-                                               "eps, 0.1 on mnist5k and 8/255 on cifar10 for linf)")
+    p.add_argument("--eps", default=None,
+                   help="attack strength in pixel values of [0, 1], fractions allowed. Default without --run: the "
+                        "dataset's figure eps (0.1 on mnist5k, 8/255 on cifar10, for linf); with --run: the eps of "
+                        "that run's report figures (the demo's choice: where the models differ most)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"attack iterations (default {FIGURE_STEPS}, as the report's figures)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attack and of GradientShap")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the attack and of GradientShap (default 0; with --run, the report's)")
     p.add_argument("--methods", default="IntegratedGradients,Saliency,GradientShap,Occlusion",
                    help="captum methods for --kind attributions (comma list)")
     p.add_argument("--target", type=int, default=None, help="class to attribute (default: the true label)")

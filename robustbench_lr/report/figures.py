@@ -8,7 +8,8 @@ places figures at their own size, so the fonts print at their point sizes).
   per model, 95% Clopper-Pearson bands;
 - `deform_curves`: accuracy vs deformation strength, one panel per deformation, axes labelled with their units;
   a spatial attack's curve starts at bound 0 with the clean accuracy;
-- `kernel_curves`: accuracy vs kernel size per model family (mean over seeds, t-interval band over seeds).
+- `kernel_curves`: accuracy vs kernel size per model family (mean over seeds, t-interval band over seeds), one
+  panel per column of `tables.kernel_columns` (clean first, titles with the strength and its unit).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from ..results.stats import t_interval
 from ..viz import _draw as D
 from .labels import strength_label
 from .summary_curve import robustness_curves
-from ..results.table import fmt_strength
-from .tables import deform_rows, is_kernel_sweep
+from .tables import deform_rows, kernel_columns
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 ACC_LABEL = "accuracy (%)"
@@ -135,22 +135,6 @@ def kernel_curves(results: pd.DataFrame, columns: list[tuple[str, str, float]]) 
                 lo.append(a)
                 hi.append(b)
             line(ax, ks, mean, lo, hi, name, COLORS[i % len(COLORS)])
-        D.style_axis(ax, label, "kernel size k (window side, cells)", ACC_LABEL)
+        D.style_axis(ax, label, "kernel size k (cells)", ACC_LABEL)
         ax.set_xticks(ks_all)
     return finish(fig, axes, "Accuracy and robustness vs kernel size (mean over seeds, 95% t-interval bands)")
-
-
-def kernel_columns(res: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """Panels of the kernel-size section: clean, then the most informative strength of each perturbation."""
-    if not is_kernel_sweep(res):
-        return []
-    cols = [("clean accuracy", "clean", 0.0)]
-    for pert, g in res[~res["family"].isin(["clean", "drift"])].groupby("perturbation", sort=False):
-        g = g[g["param_value"] > 0]
-        if g.empty:
-            continue
-        # the strength at which the models differ most (the most informative panel)
-        spread = g.groupby("param_value")["accuracy"].agg(lambda a: a.max() - a.min())
-        v = float(spread.idxmax())
-        cols.append((f"{pert} {g['param_name'].iloc[0]}={fmt_strength(v)}", pert, v))
-    return cols

@@ -2,6 +2,8 @@
 
 - `strength_label(param_name, norm)`: an axis label or table heading, e.g. 'max_rotation' -> 'maximum rotation
   (degrees)', 'eps' -> 'eps (linf, pixel values in [0, 1])';
+- `column_label(perturbation, param_name, value, norm)`: a panel title or table heading of one strength with its
+  unit, e.g. 'rotate 30\u00b0', 'translate 2 px', 'pgd linf eps 0.02';
 - `settings_text(row)`: one attack's settings (steps, step size, restarts, random start, early stop, queries,
   protocol, implementation) from a results row or an `AttackSpec.settings` dict;
 - `training_text(method)`: the training threat model of a model as the results' `training_method` gives it.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from ..results.table import fmt_strength
 
 ATTACK_PARAMS = ("max_rotation", "max_flow")  # the bounds of spatial attacks (deform.spatial.STRENGTH)
 STRENGTHS = {
@@ -39,6 +43,18 @@ def strength_unit(param_name: str) -> str:
     """The short unit of a strength ('°', 'px', '' ...), for table headings."""
     return {"degrees": "\u00b0", "max_rotation": "\u00b0", "pixels": " px", "max_flow": " px", "alpha": " px"}.get(
         param_name, "")
+
+
+def column_label(perturbation: str, param_name: str, value: float, norm: str = "") -> str:
+    """One strength of one perturbation with its unit: 'rotate 30\u00b0', 'translate 2 px', 'scale factor 1.2',
+    'pgd linf eps 0.02' (eps in pixel values in [0, 1]), for panel titles and table headings."""
+    v = fmt_strength(float(value))
+    if param_name == "eps":
+        return f"{perturbation} {norm + ' ' if norm else ''}eps {v}"
+    unit = strength_unit(param_name)
+    if unit or param_name == perturbation:
+        return f"{perturbation} {v}{unit}"
+    return f"{perturbation} {str(param_name).replace('_', ' ')} {v}"
 
 
 def _num(v: Any) -> float | None:
@@ -102,4 +118,4 @@ def training_text(method: Any) -> str:
     return f"adversarial training {m}"
 
 
-__all__ = ["ATTACK_PARAMS", "settings_text", "strength_label", "strength_unit", "training_text"]
+__all__ = ["ATTACK_PARAMS", "column_label", "settings_text", "strength_label", "strength_unit", "training_text"]

@@ -7,6 +7,7 @@ per model. Marks:
   column (p < `ALPHA` against each);
 - `TIED_MARK` ('†'): no single model is; the tied group is the best model and every model not significantly
   below it; every member of the group gets the mark.
+- no mark: a column of one model, or where every model has the same accuracy (nothing to single out).
 
 The test: the exact McNemar test of the paired outcomes on the same examples (`bundle.paired`, matched on
 attack, norm, strength and pair group) where the run has one; otherwise (random deformations: t-intervals over
@@ -54,11 +55,14 @@ def column_marks(sub: pd.DataFrame, pvalue: PValue | None = None, alpha: float =
     Returns:
         ({model: mark}, rules): the models that get a mark, and the rules that decided ('mcnemar' for the
         comparisons with a paired test, 'intervals' for the others; empty for a column of fewer than two models,
-        which gets no mark).
+        which gets no mark). A column where every model has the same accuracy gets no mark either.
     """
     sub = sub.dropna(subset=["accuracy"])
     if len(sub) < 2:
         return {}, set()
+    acc = sub["accuracy"].to_numpy(float)
+    if np.allclose(acc, acc[0], rtol=0, atol=1e-12):  # all equal: no best model and no group to single out
+        return {}, {RULE_MCNEMAR if pvalue is not None else RULE_INTERVALS}
     best = sub.loc[sub["accuracy"].idxmax()]
     tied, rules = [str(best["model"])], set()
     for _, other in sub.iterrows():
@@ -76,8 +80,6 @@ def column_marks(sub: pd.DataFrame, pvalue: PValue | None = None, alpha: float =
             below = _intervals_separate(best, other)
         if not below:
             tied.append(str(other["model"]))
-    if not rules:  # every model has the best accuracy: no test was needed
-        rules.add(RULE_MCNEMAR if pvalue is not None else RULE_INTERVALS)
     if len(tied) == 1:
         return {tied[0]: BEST_MARK}, rules
     return {m: TIED_MARK for m in tied}, rules
@@ -127,7 +129,7 @@ def rule_text(rules: set[str], alpha: float = ALPHA) -> str:
     test = " or ".join(how) or "no comparison (one model)"
     return (f"Marks per column: bold {BEST_MARK} = the best model, significantly better than every other model "
             f"({test}); {TIED_MARK} = no model is: the best model and every model not significantly below it "
-            f"(tied). No correction for the number of tests.")
+            f"(tied); no mark where every model has the same accuracy. No correction for the number of tests.")
 
 
 __all__ = ["ALPHA", "BEST_MARK", "TIED_MARK", "column_marks", "paired_lookup", "rule_text"]

@@ -155,8 +155,8 @@ def _curves(c: _Context) -> list[Any]:
 def _kernel(c: _Context) -> list[Any]:
     from reportlab.platypus import PageBreak, Paragraph
 
-    k_cols = F.kernel_columns(c.res)
-    k_t = c.keep(T.kernel_summary(c.res, [(p, v) for _, p, v in k_cols if p != "clean"]) if k_cols else None)
+    k_cols = T.kernel_columns(c.res)
+    k_t = c.keep(T.kernel_summary(c.res, k_cols))
     if k_t is None:
         return []
     story: list[Any] = [PageBreak(), Paragraph("Kernel size", c.st["h1"])]
@@ -187,11 +187,18 @@ def _model_figures(c: _Context, extra: list[tuple[str, Figure, str]] | None) -> 
 
 
 def _drift_table(drift: pd.DataFrame) -> T.ReportTable:
+    """Mean JS divergence per (model, attack, eps, layer); the eps heading names the norm (from the rows, which
+    record it since the figure records do; older runs: the norm is not known)."""
+    norm = str(drift["norm"].dropna().iloc[0]) if "norm" in drift and drift["norm"].notna().any() else ""
+    eps_col = f"eps ({norm})" if norm else "eps"
     d = drift[["model", "perturbation", "param_value", "layer", "js_mean", "js_std"]].copy()
     disp = d.assign(param_value=d["param_value"].map(T.fmt_strength), js_mean=d["js_mean"].map(lambda v: f"{v:.4f}"),
                     js_std=d["js_std"].map(lambda v: f"{v:.4f}")).rename(
-        columns={"perturbation": "attack", "param_value": "eps", "js_mean": "mean JS", "js_std": "sd"})
+        columns={"perturbation": "attack", "param_value": eps_col, "js_mean": "mean JS", "js_std": "sd"})
+    steps = f", {int(drift['steps'].dropna().iloc[0])} steps" if "steps" in drift and drift["steps"].notna().any() \
+        else ""
     return T.ReportTable("attention_drift", "Attention drift under attack (Jensen-Shannon divergence)",
                          d.reset_index(drop=True), disp.reset_index(drop=True),
-                         "Mean JS divergence between clean and adversarial aggregation weights of each LR layer, "
-                         "over pixels, groups and examples.")
+                         f"Mean JS divergence between clean and adversarial aggregation weights of each LR layer, "
+                         f"over pixels, groups and examples. {eps_col}: the attack's bound{steps}, in pixel values "
+                         f"in [0, 1]{'' if norm else ' (norm not recorded by this run)'}.")

@@ -2,7 +2,8 @@
 
 Everything here comes from what the runs recorded (commands, versions, device, threads, seeds, checkpoints and
 their training threat models, the attacks' settings and implementations); only the report generator's own
-version and commit come from `robustbench_lr.provenance`.
+version and commit come from `robustbench_lr.provenance`. Deformations are listed with their units (degrees,
+pixels); a spatial attack with its rotation bounds, the translation bound tied to them and its search (k).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import pandas as pd
 from ..provenance import git_commit, now, package_versions
 from ..results.rundir import RunBundle
 from ..results.table import fmt_strength
-from .labels import settings_text
+from .labels import settings_text, strength_label, strength_unit
+
+SPATIAL_BOUNDS = {"worst-of-k": "max_rotation", "grid": "max_rotation", "affine-pgd": "max_rotation",
+                  "flow": "max_flow"}  # the spatial attacks and their bound (as deform.spatial.STRENGTH)
 
 
 def provenance(bundle: RunBundle) -> list[tuple[str, str]]:
@@ -24,7 +28,7 @@ def provenance(bundle: RunBundle) -> list[tuple[str, str]]:
                                     ("report by", f"robustbench-lr {package_versions()['robustbench_lr']}, "
                                                   f"git {git_commit() or 'n/a'}")]
     for run in bundle.runs:
-        items += _run_lines(run)
+        items += _run_lines(run) + _deformation_lines(run, r)
     datasets = sorted(set(r["dataset"].dropna())) if "dataset" in r else []
     items.append(("dataset / split", f"{', '.join(datasets)} / test"))
     items.append(("seeds", _seeds(bundle)))
@@ -51,7 +55,7 @@ def _run_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
     for a in run.get("attacks") or []:
         out.append((f"attack {a.get('name')}", attack_settings(a.get("settings") or a.get("settings_at_first_eps")
                                                                  or a)))
-    return out + _deformation_lines(run)
+    return out
 
 
 def attack_settings(s: dict[str, Any]) -> str:
@@ -60,16 +64,49 @@ def attack_settings(s: dict[str, Any]) -> str:
     return settings_text(s)
 
 
-def _deformation_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
+def _deformation_lines(run: dict[str, Any], results: pd.DataFrame) -> list[tuple[str, str]]:
     out = []
     for d in run.get("deformations") or []:
-        opts = ", ".join(f"{k}={v}" for k, v in (d.get("options") or {}).items())
-        strengths = ", ".join(f"{float(v):g}" for v in d.get("strengths") or [])
-        what = (f"strengths {strengths}; {d.get('draws')} random draws per strength" if d.get("name") != "worst-of-k"
-                else f"bounds {strengths}; the worst of {d.get('draws')} random rotations and translations within "
-                     f"the bound per example")
-        out.append((f"deformation {d.get('name')}", what + (f"; options {opts}" if opts else "")))
+        name, opts = str(d.get("name")), dict(d.get("options") or {})
+        rows = results[results["perturbation"] == name] if "perturbation" in results else results.iloc[:0]
+        pname = str(rows["param_name"].iloc[0]) if len(rows) else SPATIAL_BOUNDS.get(name, "")
+        unit = strength_unit(pname)
+        values = [float(v) for v in d.get("strengths") or []]
+        strengths = ", ".join(f"{v:g}{unit}" for v in values)
+        if name in SPATIAL_BOUNDS:
+            what = _spatial_text(name, values, unit, opts, rows)
+        else:
+            what = f"{strength_label(pname).split(' (')[0]} {strengths}; {d.get('draws')} random draws per strength"
+        extra = ", ".join(f"{k}={v}" for k, v in opts.items())
+        out.append((f"deformation {name}", what + (f"; options {extra}" if extra else "")))
     return out
+
+
+def _setting(key: str, opts: dict[str, Any], rows: pd.DataFrame, default: float) -> float:
+    """A spatial attack's setting: its option, else the value its results rows recorded, else the default."""
+    if key in opts:
+        return float(opts[key])
+    if key in rows and rows[key].notna().any():
+        return float(rows[key].dropna().iloc[0])
+    return default
+
+
+def _spatial_text(name: str, bounds: list[float], unit: str, opts: dict[str, Any], rows: pd.DataFrame) -> str:
+    """'bounds: rotation up to 10°, 20°, 30° with translation up to 1, 2, 3 px (0.1 px per degree); per example
+    the worst of k=10 random rotations and translations within the bound' (Engstrom et al. 2019)."""
+    if SPATIAL_BOUNDS[name] == "max_flow":
+        return (f"bounds: flow up to {', '.join(f'{b:g}{unit}' for b in bounds)} per pixel and component (Linf); "
+                f"PGD on a per-pixel flow field (stAdv)")
+    tpd = _setting("translation_per_degree", opts, rows, 0.1)
+    scale = _setting("scale_bound", opts, rows, 0.1 if name == "affine-pgd" else 0.0)
+    text = (f"bounds: rotation up to {', '.join(f'{b:g}{unit}' for b in bounds)} with translation up to "
+            f"{', '.join(f'{tpd * b:g}' for b in bounds)} px ({tpd:g} px per degree)"
+            + (f" and scale within 1 \u00b1 {scale:g}" if scale else ""))
+    how = {"worst-of-k": f"the worst of k={int(_setting('k', opts, rows, 10))} random rotations and translations "
+                         f"within the bound",
+           "grid": "the worst transform of an exhaustive grid of rotations and translations within the bound",
+           "affine-pgd": "PGD on the rotation, translation and scale within the bound"}
+    return text + f"; per example {how.get(name, 'the attack within the bound')}"
 
 
 def _training(c: dict[str, Any]) -> str:

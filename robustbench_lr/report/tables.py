@@ -9,7 +9,9 @@ the column, a dagger on the tied group otherwise).
   one aligned column per eps (clean accuracy first), the attacks' settings in its note;
 - `deform_summaries(results, paired, outcomes)`: one table per deformation, one column per strength, its note
   saying which interval each column has (t over random draws, or Clopper-Pearson over examples);
-- `kernel_summary`, `hygiene_table`, `paired_table`.
+- `kernel_columns(results)` and `kernel_summary(results, columns)`: the kernel-size section's columns (clean
+  first, labels with units) and its table;
+- `hygiene_table`, `paired_table`.
 
 Status: working; the marks are tested on synthetic columns (tests/test_report_marks.py), the tables end to end
 by tests/test_report.py.
@@ -24,13 +26,13 @@ import numpy as np
 import pandas as pd
 
 from ..results.table import fmt_strength
-from .labels import ATTACK_PARAMS, settings_text, strength_label, strength_unit, training_text
+from .labels import ATTACK_PARAMS, column_label, settings_text, strength_label, strength_unit, training_text
 from .marks import BEST_MARK, TIED_MARK, column_marks, paired_lookup, rule_text
 
 MATRIX_MODELS = 4  # above this many models the hygiene table is drawn as a model x check matrix
 MARK_NAMES = {BEST_MARK: "best", TIED_MARK: "tied", "": "none"}
 __all__ = ["BEST_MARK", "TIED_MARK", "ReportTable", "attack_summary", "deform_rows", "deform_summaries", "fmt_acc",
-           "fmt_strength", "hygiene_table", "kernel_summary", "paired_table"]
+           "fmt_strength", "hygiene_table", "kernel_columns", "kernel_summary", "paired_table"]
 
 
 @dataclass
@@ -235,27 +237,61 @@ def _interval_note(s: pd.DataFrame, adversarial: bool, unit: str) -> str:
     return "Brackets: " + "; ".join(parts) + "."
 
 
-def kernel_summary(results: pd.DataFrame, perturbations: list[tuple[str, float]] | None = None) -> ReportTable | None:
-    """Mean accuracy over seeds per (model family, kernel size) for clean and selected perturbations; marks by
-    non-overlapping t-intervals over seeds."""
-    if not is_kernel_sweep(results):
-        return None
-    r = results[results["family"] != "drift"].copy()
-    r["column"] = np.where(r["family"] == "clean", "clean", r["perturbation"] + " " + r["param_value"].map(fmt_strength))
-    if perturbations:
-        keep = {"clean"} | {f"{p} {fmt_strength(v)}" for p, v in perturbations}
-        r = r[r["column"].isin(keep)]
-    g = r.groupby(["model_name", "kernel_size", "column"], sort=False)
-    agg = g.agg(accuracy=("accuracy", "mean"), sd=("accuracy", "std"), seeds=("accuracy", "size")).reset_index()
-    agg["ci_low"], agg["ci_high"] = np.nan, np.nan
+def kernel_columns(res: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """The columns (panels) of the kernel-size section, as (label, perturbation, strength): clean accuracy first,
+    then each perturbation at the strength where the models differ most (the most informative one); the
+    per-example worst case only when two or more other attacks of its norm ran (with one it repeats that one).
+    Labels carry the strength and its unit ('rotate 30\u00b0', 'pgd linf eps 0.02')."""
+    if not is_kernel_sweep(res):
+        return []
+    cols = [("clean accuracy", "clean", 0.0)]
+    for pert, g in res[~res["family"].isin(["clean", "drift"])].groupby("perturbation", sort=False):
+        g = g[g["param_value"] > 0]
+        if g.empty or (pert == "worst-case" and _attacks_of(res, str(g["family"].iloc[0])) < 2):
+            continue
+        spread = g.groupby("param_value")["accuracy"].agg(lambda a: a.max() - a.min())
+        v = float(spread.idxmax())
+        norm = str(g["family"].iloc[0]) if g["family"].iloc[0] in ("linf", "l2") else ""
+        cols.append((column_label(str(pert), str(g["param_name"].iloc[0]), v, norm), str(pert), v))
+    return cols
+
+
+def _attacks_of(res: pd.DataFrame, family: str) -> int:
+    """How many attacks other than the per-example worst case ran under threat model `family`."""
+    return res.loc[(res["family"] == family) & (res["perturbation"] != "worst-case"), "perturbation"].nunique()
+
+
+def _kernel_cells(results: pd.DataFrame, columns: list[tuple[str, str, float]]) -> pd.DataFrame:
+    """Mean accuracy and its interval per (model family, kernel size, column): a t-interval over training seeds
+    (the row's own interval with one seed)."""
     from ..results.stats import t_interval
 
-    for i, row in agg.iterrows():
-        sub = g.get_group((row["model_name"], row["kernel_size"], row["column"]))
-        lo_hi = t_interval(sub["accuracy"].to_numpy()) if len(sub) >= 2 else (sub["ci_low"].iloc[0], sub["ci_high"].iloc[0])
-        agg.at[i, "ci_low"], agg.at[i, "ci_high"] = lo_hi
+    parts = []
+    for label, pert, v in columns:
+        sel = results[results["family"] == "clean"] if pert == "clean" else \
+            results[(results["perturbation"] == pert) & np.isclose(results["param_value"], v)]
+        parts.append(sel.assign(column=label))
+    r = pd.concat(parts, ignore_index=True)
+    rows = []
+    for (name, k, col), sub in r.groupby(["model_name", "kernel_size", "column"], sort=False):
+        acc = sub["accuracy"].to_numpy()
+        lo, hi = t_interval(acc) if len(sub) >= 2 else (sub["ci_low"].iloc[0], sub["ci_high"].iloc[0])
+        rows.append({"model_name": name, "kernel_size": k, "column": col, "accuracy": acc.mean(),
+                     "sd_over_seeds": sub["accuracy"].std(), "seeds": len(sub), "ci_low": lo, "ci_high": hi})
+    agg = pd.DataFrame(rows)
     agg["model"] = agg["model_name"] + " k=" + agg["kernel_size"].astype(int).astype(str)
-    cols = list(dict.fromkeys(agg["column"]))
+    return agg
+
+
+def kernel_summary(results: pd.DataFrame, columns: list[tuple[str, str, float]] | None = None
+                   ) -> ReportTable | None:
+    """Mean accuracy over seeds per (model family, kernel size) in the columns of `kernel_columns` (clean
+    first; the same labels as the figure's panels); marks by non-overlapping t-intervals over seeds."""
+    columns = kernel_columns(results) if columns is None else columns
+    if not is_kernel_sweep(results) or not columns:
+        return None
+    agg = _kernel_cells(results[results["family"] != "drift"], columns)
+    cols = [c for c, _, _ in columns if (agg["column"] == c).any()]
     rows = list(dict.fromkeys(agg.sort_values(["model_name", "kernel_size"])["model"]))
     disp = pd.DataFrame(index=rows, columns=cols, dtype=object)
     rules: set[str] = set()
@@ -268,12 +304,13 @@ def kernel_summary(results: pd.DataFrame, perturbations: list[tuple[str, float]]
             agg.at[i, "mark"] = MARK_NAMES[marks.get(row["model"], "")]
     disp = disp.fillna("-")
     disp.index.name = "model"
-    nseeds = int(agg["seeds"].max())
-    note = (f"Mean accuracy (%) over {nseeds} training seed(s) per model and kernel size; brackets: a 95% t-interval "
-            f"over seeds (Clopper-Pearson over examples with one seed). " + rule_text(rules))
-    data = agg.rename(columns={"sd": "sd_over_seeds"})
-    return ReportTable("summary_kernel_size", "Accuracy and robustness vs kernel size", data, disp.reset_index(),
-                       note, _best(data.assign(group="")))
+    attacked = set(results.loc[results["family"].isin(["linf", "l2"]), "perturbation"])
+    eps = " eps: the attack's bound in pixel values in [0, 1]." if any(p in attacked for _, p, _ in columns) else ""
+    note = (f"Mean accuracy (%) over {int(agg['seeds'].max())} training seed(s) per model and kernel size; each "
+            f"strength column at the strength where the models differ most.{eps} Brackets: a 95% t-interval over "
+            f"seeds (Clopper-Pearson over examples with one seed). " + rule_text(rules))
+    return ReportTable("summary_kernel_size", "Accuracy and robustness vs kernel size", agg, disp.reset_index(),
+                       note, _best(agg.assign(group="")))
 
 
 def is_kernel_sweep(results: pd.DataFrame) -> bool:

@@ -10,7 +10,9 @@ A run directory (written by `evaluate`, `sweep deform`, `sweep kernel-size`, `de
     run.json       the command, configuration, provenance (versions, git commit, device, threads)
     state/         resumable progress (a re-run of the same command resumes from it)
     adv/           adversarial examples (safetensors), with --save-adv
-    figures/       the model figures (PNG) and figures.json with their titles and captions
+    figures/       the model figures (PNG) and figures.json: per figure its title, caption, model, kind, and the
+                   settings that redraw it (example index, attack, norm, eps, steps, seed, layer)
+    checkpoints/   (demo, kernel-size sweeps) the models trained for the run, one directory each
 
 Every file is written atomically (temporary file, then rename) with the umask's normal permissions, and every
 table is written with its header even when it has no rows, so `pandas.read_csv` opens all of them.
@@ -38,6 +40,7 @@ FILES = {"results": "results.csv", "paired": "paired.csv", "hygiene": "hygiene.c
          "summary": "summary.csv"}
 RUN_JSON = "run.json"
 STATE_DIR, ADV_DIR, FIGURES_DIR, FIGURES_JSON = "state", "adv", "figures", "figures.json"
+CHECKPOINTS_DIR = "checkpoints"
 REPORT_PDF = "report.pdf"
 
 
@@ -78,6 +81,11 @@ def check_out_file(path: str | os.PathLike, suffixes: tuple[str, ...], option: s
     return p
 
 
+def checkpoint_dir(out: str | os.PathLike, name: str) -> Path:
+    """The directory of the checkpoint `name` trained by the run in `out` (OUT/checkpoints/NAME)."""
+    return Path(out) / CHECKPOINTS_DIR / name
+
+
 def store_for(out: str | os.PathLike) -> FileStore:
     """The resumable store of a run directory."""
     return FileStore(Path(out) / STATE_DIR)
@@ -101,7 +109,9 @@ def write_run(out: str | os.PathLike, tables: RunTables, meta: dict[str, Any],
 
 
 def write_figures(out: str | os.PathLike, items: list[dict[str, Any]], dpi: int = 130) -> list[dict[str, str]]:
-    """Write figure items {'file', 'title', 'caption', 'figure'} as PNGs into OUT/figures/ with figures.json."""
+    """Write figure items {'file', 'title', 'caption', 'figure', ...} as PNGs into OUT/figures/, and figures.json
+    with every field of each item but the Figure (e.g. model, kind, index, fooled, attack, norm, eps, steps, seed,
+    layer: what `visualize --run` reads back)."""
     folder = Path(out) / FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     manifest = []

@@ -149,18 +149,19 @@ def _request(plan: DeformPlan, src: ModelSource, model: torch.nn.Module, req: De
     saved = store.load(key)
     if saved and saved.get("fingerprint") == fp:
         return saved["rows"], saved.get("min_bound")
-    b = bar(progress, len(req.strengths), f"{src.label} {req.name}", "strength")
+
+    def make_bar(total: int) -> Any:  # one bar per (model, deformation): a live ETA, or one log line off a TTY
+        return bar(True, total, f"{src.label} {req.name}", "ex")
+
+    on = make_bar if progress else None
     if req.adversarial:
         got, mb = adversarial_sweep(model, es.x, es.y, req.name, sorted(req.strengths), seed=cfg.seed,
-                                    batch_size=cfg.batch_size, device=plan.device, **req.options)
+                                    batch_size=cfg.batch_size, device=plan.device, progress=on, **req.options)
         min_bound = mb.tolist()
     else:
         got = random_sweep(model, es.x, es.y, req.name, list(req.strengths), draws=req.draws, seed=cfg.seed,
-                           batch_size=cfg.batch_size, device=plan.device, **req.options)
+                           batch_size=cfg.batch_size, device=plan.device, progress=on, **req.options)
         min_bound = None
-    if b is not None:
-        b.update(len(req.strengths))
-        b.close()
     store.save(key, {"fingerprint": fp, "rows": got, "min_bound": min_bound})
     return got, min_bound
 

@@ -18,6 +18,10 @@ misclassified examples never attacked, an example fooled at a smaller bound coun
 one (its transform lies inside every larger box), only still-robust examples attacked at the next bound, every
 result checked against its bounds (`spatial.check_spatial`) and "fooled" decided by a separate fp32 forward
 of the plain model on the returned images. Bound 0 is the clean model (no attack).
+
+Both take `progress`, a factory progress(total) -> a tqdm-like bar (`progress.bar`): the sweep opens one bar for
+all its strengths, with the total work in examples, and advances it per batch (random) or per attacked chunk
+(spatial), so a terminal shows an ETA and a log gets one line per sweep.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +51,7 @@ from .common import cell_seed
 log = logging.getLogger(__name__)
 BLOCK = 64
 GRID_EXAMPLES_PER_CALL = 8192
+Progress = Callable[[int], Any]  # progress(total) -> a tqdm-like bar (update(k), close())
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -90,8 +96,8 @@ class _DrawParams:
 
 # ---------------------------------------------------------------------------------------------- random sweep
 def _draw_correct(model: nn.Module, x: Tensor, y: Tensor, d: Deformation, s: float, draw: int, seed: int, fill: str,
-                  opts: dict[str, Any], batch_size: int, device: torch.device) -> int:
-    """Correctly classified examples under draw `draw` of deformation d at strength s."""
+                  opts: dict[str, Any], batch_size: int, device: torch.device, bar: Any = None) -> int:
+    """Correctly classified examples under draw `draw` of deformation d at strength s (`bar` advances per batch)."""
     n, (h, w) = x.shape[0], x.shape[2:]
     params = _DrawParams(d, s, seed, draw, (h, w), opts)
     y_cpu = y.cpu()
@@ -101,12 +107,14 @@ def _draw_correct(model: nn.Module, x: Tensor, y: Tensor, d: Deformation, s: flo
         with torch.no_grad():
             pred = model(d.render(x[lo:hi].to(device), s, params(lo, hi), fill, opts)).argmax(1).cpu()
         correct += int((pred == y_cpu[lo:hi]).sum())
+        if bar is not None:
+            bar.update(hi - lo)
     return correct
 
 
 def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths: list[float], *, draws: int,
                  seed: int, batch_size: int, device: torch.device | str, fill: str = "zeros",
-                 **opts: Any) -> list[dict[str, Any]]:
+                 progress: Progress | None = None, **opts: Any) -> list[dict[str, Any]]:
     """Accuracy under a random deformation at each strength, averaged over `draws` independent draws.
 
     Args:
@@ -119,6 +127,8 @@ def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths:
         batch_size: images per forward.
         device: where the model runs.
         fill: boundary fill, "zeros" (black canvas), "border" or "reflection".
+        progress: progress(total) -> a tqdm-like bar over all N * draws image evaluations of every strength,
+            advanced per batch, or None.
         **opts: the deformation's options (rotate: sign; translate: direction; elastic: sigma, truncate).
 
     Returns one row per strength: n_total = N * draws, n_correct summed over draws, draws, draw_accuracies
@@ -133,11 +143,13 @@ def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths:
     check_positive_int("draws", draws)
     _check_inputs(model, x, y, batch_size)
     device = torch.device(device)
+    draws_at = [draws if d.is_random(s, opts) else 1 for s in vals]
+    bar = progress(int(x.shape[0]) * sum(draws_at)) if progress is not None else None
     rows = []
-    for s in vals:
-        n_draws = draws if d.is_random(s, opts) else 1
+    for s, n_draws in zip(vals, draws_at):
         t0 = time.perf_counter()
-        per_draw = [_draw_correct(model, x, y, d, s, k, seed, fill, opts, batch_size, device) for k in range(n_draws)]
+        per_draw = [_draw_correct(model, x, y, d, s, k, seed, fill, opts, batch_size, device, bar)
+                    for k in range(n_draws)]
         n, correct_total = x.shape[0], sum(per_draw)
         accs = [c / n if n else math.nan for c in per_draw]
         lo_ci, hi_ci = t_interval(accs) if n_draws >= 2 else (math.nan, math.nan)
@@ -149,6 +161,8 @@ def random_sweep(model: nn.Module, x: Tensor, y: Tensor, deform: str, strengths:
             "seconds": time.perf_counter() - t0, "forward_evals": int(n * n_draws), **{k: v for k, v in opts.items()},
         })
         log.debug("%s %s=%g: %d/%d", d.name, d.param_name, s, correct_total, n * n_draws)
+    if bar is not None:
+        bar.close()
     return rows
 
 
@@ -174,7 +188,7 @@ def _setting_value(v: Any) -> Any:
 
 
 def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bounds: list[float], *, seed: int,
-                      batch_size: int, device: torch.device | str,
+                      batch_size: int, device: torch.device | str, progress: Progress | None = None,
                       **opts: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Run a spatial attack at every bound (ascending) with the eps-sweep's early stopping.
 
@@ -188,6 +202,8 @@ def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bound
         batch_size: examples per attack call and forward; for 'grid', (example, transform) pairs per forward
             (its chunk_size), with up to GRID_EXAMPLES_PER_CALL examples searched together.
         device: where the model runs.
+        progress: progress(total) -> a tqdm-like bar over N examples per bound, advanced per attacked chunk
+            (examples already settled, i.e. clean-misclassified or fooled at a smaller bound, count at once), or None.
         **opts: the method's settings (see `method_options`), e.g. k, shape, steps, tau, scale_bound, fill.
 
     Returns (rows, min_bound): one row per bound with n_total, n_clean_correct, n_correct, n_attacked,
@@ -201,30 +217,42 @@ def adversarial_sweep(model: nn.Module, x: Tensor, y: Tensor, method: str, bound
     param_name = S.STRENGTH[method]
     clean = (predict(model, x, batch_size, device) == y.cpu()).numpy()
     min_bound = np.where(clean, np.inf, 0.0)
+    bar = progress(int(x.shape[0]) * len(vals)) if progress is not None else None
     rows = []
     for b in vals:
         t0 = time.perf_counter()
         expected = _expected_bounds(method, b, settings)
         attacked = int(np.isinf(min_bound).sum()) if b > 0 else 0
+        if bar is not None:
+            bar.update(int(x.shape[0]) - attacked)
         fwd, grads = _spatial_cell(model, x, y, method, b, expected, settings, min_bound, seed, batch_size,
-                                   device) if b > 0 else (0, 0)
+                                   device, bar) if b > 0 else (0, 0)
         if model.training:
             raise RuntimeError(f"{method} switched the model to train mode")
-        n_cc, n_correct = int(clean.sum()), int((min_bound > b).sum())
-        row = {
-            "family": "deform", "perturbation": method, "param_name": param_name, "param_value": float(b),
-            "n_total": int(x.shape[0]), "n_clean_correct": n_cc, "n_correct": n_correct, "n_attacked": attacked,
-            "n_fooled_here": int((min_bound == b).sum()) if b > 0 else 0,
-            "fooling_rate": (1.0 - n_correct / n_cc) if n_cc else math.nan,
-            "seconds": time.perf_counter() - t0, "forward_evals": int(fwd), "grad_evals": int(grads),
-            "seed": int(seed),
-        }
-        if param_name == "max_rotation":
-            row["max_translation"] = float(expected.max_translation)
-        row.update({k: _setting_value(v) for k, v in settings.items()})
-        rows.append(row)
-        log.debug("%s %s=%g: %d/%d correct", method, param_name, b, n_correct, x.shape[0])
+        rows.append(_bound_row(method, b, expected, settings, clean, min_bound, attacked, seed, fwd, grads, t0))
+        log.debug("%s %s=%g: %d/%d correct", method, param_name, b, rows[-1]["n_correct"], x.shape[0])
+    if bar is not None:
+        bar.close()
     return rows, min_bound
+
+
+def _bound_row(method: str, b: float, expected: B.SpatialBounds, settings: dict[str, Any], clean: np.ndarray,
+               min_bound: np.ndarray, attacked: int, seed: int, fwd: int, grads: int, t0: float) -> dict[str, Any]:
+    """The 'results' row of one bound of a spatial attack."""
+    param_name = S.STRENGTH[method]
+    n_cc, n_correct = int(clean.sum()), int((min_bound > b).sum())
+    row = {
+        "family": "deform", "perturbation": method, "param_name": param_name, "param_value": float(b),
+        "n_total": int(len(clean)), "n_clean_correct": n_cc, "n_correct": n_correct, "n_attacked": attacked,
+        "n_fooled_here": int((min_bound == b).sum()) if b > 0 else 0,
+        "fooling_rate": (1.0 - n_correct / n_cc) if n_cc else math.nan,
+        "seconds": time.perf_counter() - t0, "forward_evals": int(fwd), "grad_evals": int(grads),
+        "seed": int(seed),
+    }
+    if param_name == "max_rotation":
+        row["max_translation"] = float(expected.max_translation)
+    row.update({k: _setting_value(v) for k, v in settings.items()})
+    return row
 
 
 def _spatial_settings(method: str, bounds: list[float] | float, batch_size: int,
@@ -253,8 +281,9 @@ def _spatial_settings(method: str, bounds: list[float] | float, batch_size: int,
 
 def _spatial_cell(model: nn.Module, x: Tensor, y: Tensor, method: str, b: float, expected: B.SpatialBounds,
                   settings: dict[str, Any], min_bound: np.ndarray, seed: int, batch_size: int,
-                  device: torch.device) -> tuple[int, int]:
-    """Attack the still-robust examples at bound b (updates min_bound in place); returns (forwards, grads)."""
+                  device: torch.device, bar: Any = None) -> tuple[int, int]:
+    """Attack the still-robust examples at bound b (updates min_bound in place, advances `bar` per chunk);
+    returns (forwards, grads)."""
     attack, param_name, y_cpu = S.ATTACKS[method], S.STRENGTH[method], y.cpu()
     active = np.flatnonzero(np.isinf(min_bound))
     group = max(batch_size, GRID_EXAMPLES_PER_CALL) if method == "grid" else batch_size
@@ -271,4 +300,6 @@ def _spatial_cell(model: nn.Module, x: Tensor, y: Tensor, method: str, b: float,
         grads += res.grad_evals
         fooled = (predict(model, res.images.float(), batch_size, device) != y_cpu[idx]).numpy()
         min_bound[idx[fooled]] = b
+        if bar is not None:
+            bar.update(len(idx))
     return fwd, grads

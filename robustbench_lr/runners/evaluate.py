@@ -11,7 +11,8 @@ attack; `evaluation_rows(plan, store)` then yields the rows of the run (see `res
 - 'hygiene': the checks of `runners.hygiene`.
 
 Progress is persisted through `store` after every finished eps and every hygiene check, so a re-run skips
-finished work. Under torchrun the examples are sharded across ranks and the per-example outcomes reduced.
+finished work; official AutoAttack keeps its own within-cell state in a slot of the store (`Store.slot`), so a
+killed cell resumes at its last finished batch. Under torchrun the examples are sharded across ranks and the per-example outcomes reduced.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.distributed as dist
 
 from .. import distributed as D
 from ..attacks.prepare import predict, prepare_for_attack
-from ..attacks.registry import AttackSpec, random_targets
+from ..attacks.registry import MIN_NORM_ATTACKS, AttackSpec, random_targets
 from ..attacks.threat import check_norm, default_eps, validate_eps
 from ..errors import check_positive_int
 from ..progress import bar
@@ -45,18 +46,23 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EvalConfig:
     """An evaluation. eps values are floats in the attack's norm on [0, 1] pixels (None: the dataset's default
-    sweep, `attacks.threat.EPS_DEFAULTS`)."""
+    sweep, `attacks.threat.EPS_DEFAULTS`). `steps` sets PGD / APGD (default 20) and `min_norm_steps` the
+    minimal-norm attacks fmn / ddn / alma (default 1000, `attacks.minimal_norm.DEFAULT_STEPS`): one never
+    changes the other. `aa_few_classes` ('error' | 'fallback') is what official AutoAttack does with fewer
+    than 4 classes (`AttackSpec.aa_few_classes`)."""
 
     checkpoints: tuple[str, ...] = ()
     attacks: tuple[str, ...] = ("fgsm", "pgd")
     norm: str = "linf"
     eps: tuple[float, ...] | None = None
     steps: int | None = None
+    min_norm_steps: int | None = None
     restarts: int = 1
     step_size: float = 2.5
     random_start: bool = True
     aa_version: str = "standard"
     aa_attacks: tuple[str, ...] | None = None
+    aa_few_classes: str = "error"
     mask: str | None = None
     mask_threshold: float = 0.0
     n: int = 1000
@@ -76,9 +82,12 @@ class EvalConfig:
 
     def specs(self) -> list[AttackSpec]:
         """The attacks (none: clean accuracy only)."""
-        return [AttackSpec(a, norm=self.norm, steps=self.steps, restarts=self.restarts, step_size=self.step_size,
-                           random_start=self.random_start, aa_version=self.aa_version,
-                           aa_attacks=self.aa_attacks if a == "autoattack" else None,
+        if self.min_norm_steps is not None:
+            check_positive_int("--min-norm-steps", self.min_norm_steps)
+        return [AttackSpec(a, norm=self.norm, steps=self.min_norm_steps if a in MIN_NORM_ATTACKS else self.steps,
+                           restarts=self.restarts, step_size=self.step_size, random_start=self.random_start,
+                           aa_version=self.aa_version, aa_attacks=self.aa_attacks if a == "autoattack" else None,
+                           aa_few_classes=self.aa_few_classes,
                            mask=self.mask if a.startswith("pgd") else None, mask_threshold=self.mask_threshold)
                 for a in self.attacks]
 
@@ -117,6 +126,11 @@ def plan_evaluation(cfg: EvalConfig, sources: list[ModelSource] | None = None) -
     norm = check_norm(cfg.norm)
     eps = validate_eps(list(cfg.eps) if cfg.eps is not None else default_eps(es.dataset, norm), norm,
                        tuple(es.input_size))
+    for s in specs:
+        if s.name == "autoattack":  # too few classes for its DLR attacks: refuse now, not at the first cell
+            from ..attacks.autoattack_ref import plan_attacks
+
+            plan_attacks(s.aa_version, s.aa_attacks, es.num_classes, s.aa_few_classes)
     return EvalPlan(cfg, es, specs, eps, device)
 
 
@@ -181,10 +195,11 @@ def _sweep(plan: EvalPlan, src: ModelSource, model: torch.nn.Module, spec: Attac
     if spec.minimal_norm:
         return minimal_norm_sweep(plan, src, model, spec, state, save, ctx), None
 
-    def aa_state(eps: float) -> dict[str, Any]:
+    def aa_state(eps: float) -> dict[str, Any]:  # official AutoAttack keeps its resumable state in the store
+        if spec.name != "autoattack" or not ctx.is_main:
+            return {}
         sub = "_".join(spec.aa_attacks or ())
-        path = store.path_for(f"aa__{src.label}__{spec.key}{sub}__{fp}__eps{eps:g}", ".json") if ctx.is_main else None
-        return {"state_path": path} if spec.name == "autoattack" and path is not None else {}
+        return {"state": store.slot(f"aa__{src.label}__{spec.key}{sub}__{fp}__eps{eps:g}")}
 
     shard = np.arange(ctx.rank, cfg.n, ctx.world_size) if ctx.distributed else None
     st = run_sweep(model, es.x, es.y, spec, plan.eps, num_classes=es.num_classes, seed=cfg.seed,

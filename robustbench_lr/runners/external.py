@@ -58,8 +58,15 @@ class Normalized(nn.Module):
         return self.model(self.normalize(x))
 
 
+def first_line(exc: BaseException) -> str:
+    """'TypeName: first line of the message' (at most 200 characters), for one-line user errors."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def build_external(spec: ExternalModel, num_classes: int) -> nn.Module:
-    """The module of a factory spec (UserError if it cannot be imported or called)."""
+    """The module of a factory spec, in whatever mode the factory left it (UserError, naming the factory and the
+    first line of the error, if it cannot be imported, raises while importing or raises when called)."""
     mod_name, sep, attr = spec.factory.partition(":")
     if not sep or not mod_name or not attr:
         raise UserError(f"--external {spec.factory!r}: write it as 'package.module:factory' or 'torchvision:NAME'.")
@@ -68,16 +75,22 @@ def build_external(spec: ExternalModel, num_classes: int) -> nn.Module:
 
         try:
             return torchvision.models.get_model(attr, weights=None, num_classes=num_classes, **spec.kwargs)
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"--external {spec.factory!r}: torchvision cannot build {attr!r} ({exc}).") from None
+        except Exception as exc:  # unknown name (ValueError), bad kwargs (TypeError), anything its builder raises
+            msg = f"--external {spec.factory!r}: torchvision cannot build {attr!r} ({first_line(exc)})."
+            raise UserError(msg) from None
     try:
         module = importlib.import_module(mod_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise UserError(f"--external {spec.factory!r}: cannot import {mod_name!r} ({exc}).") from None
+    except Exception as exc:  # the module itself is broken: SyntaxError, NameError, an ImportError inside, ...
+        raise UserError(f"--external {spec.factory!r}: importing {mod_name!r} failed ({first_line(exc)}).") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise UserError(f"--external {spec.factory!r}: {mod_name} has no callable {attr!r}.")
-    model = fn(**spec.kwargs)
+    try:
+        model = fn(**spec.kwargs)
+    except Exception as exc:
+        raise UserError(f"--external {spec.factory!r}: the factory raised {first_line(exc)}.") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"--external {spec.factory!r}: the factory returned a {type(model).__name__}, not an nn.Module.")
     return model
@@ -99,10 +112,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything but tensors and plain containers
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--weights {p} was refused: it is not a plain state dict that torch.load(weights_only=True) "
-                        f"can read ({first}). Save the weights with torch.save(model.state_dict(), ...) or as "
-                        f"safetensors.") from None
+                        f"can read ({first_line(exc)}). Save the weights with torch.save(model.state_dict(), ...) or "
+                        f"as safetensors.") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -143,9 +155,9 @@ def check_output(model: nn.Module, x: torch.Tensor, num_classes: int, label: str
         with torch.no_grad():
             out = model(x)
             again = model(x)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"model {label!r} failed on a batch of {tuple(x.shape)} [0, 1] images ({first}).") from None
+    except Exception as exc:  # whatever the user's forward raises (shape errors, a wrong dtype, ...)
+        msg = f"model {label!r} failed on a batch of {tuple(x.shape)} [0, 1] images ({first_line(exc)})."
+        raise UserError(msg) from None
     if not isinstance(out, torch.Tensor) or out.shape != (len(x), num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserError(f"model {label!r} returned {shape} for a batch of {tuple(x.shape)}; it must return logits "
@@ -172,12 +184,16 @@ def module_source(model: nn.Module, label: str, dataset: dict[str, Any], probe: 
 
 
 def external_source(spec: ExternalModel, dataset: dict[str, Any], probe: torch.Tensor) -> ModelSource:
-    """Build, load and check an external model against the dataset it is evaluated on."""
-    model = build_external(spec, int(dataset["num_classes"]))
+    """Build, load and check an external model against the dataset it is evaluated on.
+
+    Factories build modules in training mode; the user never held this one, so it is put in eval mode here
+    without the training-mode warning that `module_source` gives a module passed in by the user."""
+    model = build_external(spec, int(dataset["num_classes"])).eval()
     if spec.weights:
         load_weights(model, read_weights(spec.weights), spec.weights)
     return module_source(model, spec.label, dataset, probe, factory=spec.factory, weights=spec.weights,
                          normalize=spec.normalize)
 
 
-__all__ = ["ExternalModel", "Normalized", "build_external", "external_source", "module_source", "read_weights"]
+__all__ = ["ExternalModel", "Normalized", "build_external", "external_source", "first_line", "module_source",
+           "read_weights"]

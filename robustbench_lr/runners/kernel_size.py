@@ -1,8 +1,8 @@
 """The kernel-size sweep: train (or reuse) every (model, k, seed), then evaluate all models of a seed together.
 
 `plan_kernel_size(cfg, root)` validates everything and returns the training jobs (one `TrainConfig` and
-checkpoint directory per (model, k, seed), under `root`); the caller runs them with `training.fit` (which
-reuses a finished checkpoint and resumes an unfinished one). `kernel_size_rows(cfg, plan)` then evaluates the
+checkpoint directory per (model, k, seed): `results.rundir.checkpoint_dir(root, name)`); the caller runs them with
+`training.fit` (which reuses a finished checkpoint and resumes an unfinished one). `kernel_size_rows(cfg, plan)` then evaluates the
 trained models of each training seed on the same examples (so models are compared with paired tests within a
 seed; `pair_group` = 'train_seed=<s>') and yields the rows, each with `train_seed` and `kernel_size`. The mean
 and spread over seeds is `results.kernel_summary` of the results table.
@@ -18,9 +18,11 @@ from typing import Any
 from ..attacks.threat import check_norm, default_eps, validate_eps
 from ..errors import UserError, check_odd_kernel
 from ..models import model_info
+from ..results.rundir import checkpoint_dir
 from ..results.store import Store
 from ..results.table import Row
 from ..training import TrainConfig
+from .common import checkpoint_sources
 from .deform import DeformConfig, DeformRequest, deformation_rows, plan_deformations
 from .evaluate import EvalConfig, evaluation_rows, plan_evaluation
 
@@ -107,24 +109,26 @@ def plan_kernel_size(cfg: KernelSizeConfig, root: str | Path) -> KernelSizePlan:
                 tc = TrainConfig(model=m, dataset=cfg.dataset, seed=s, kernel_size=k, data_root=cfg.data_root,
                                  device=cfg.device, **cfg.train)
                 tc.validate()
-                jobs.append(TrainJob(m, k, s, tc, Path(root) / "checkpoints" / f"{m}_k{k}_s{s}"))
+                jobs.append(TrainJob(m, k, s, tc, checkpoint_dir(root, f"{m}_k{k}_s{s}")))
     return KernelSizePlan(cfg, jobs, eps)
 
 
 def kernel_size_rows(plan: KernelSizePlan, store: Store, progress: bool = False) -> Iterator[Row]:
-    """Evaluate the trained checkpoints of every seed (train them first: see the module docstring)."""
+    """Evaluate the trained checkpoints of every seed (train them first: see the module docstring); each seed's
+    model.json files are read once and shared by its evaluation and deformation plans."""
     c = plan.cfg
     for seed, cks in plan.by_seed().items():
         group = {"train_seed": seed}
+        sources = checkpoint_sources(cks)
         ecfg = EvalConfig(checkpoints=tuple(cks), attacks=c.attacks, norm=c.norm, eps=tuple(plan.eps), steps=c.steps,
                           n=c.n, batch_size=c.batch_size, seed=c.eval_seed, dataset=c.dataset, data_root=c.data_root,
                           device=c.device, hygiene=c.hygiene and bool(c.attacks), n_check=c.n_check)
-        for row in evaluation_rows(plan_evaluation(ecfg), store=store, progress=progress):
+        for row in evaluation_rows(plan_evaluation(ecfg, sources=sources), store=store, progress=progress):
             yield _tag(row, group)
         if c.requests:
             dcfg = DeformConfig(checkpoints=tuple(cks), requests=c.requests, n=c.n, seed=c.eval_seed,
                                 batch_size=c.batch_size, device=c.device, dataset=c.dataset, data_root=c.data_root)
-            for row in deformation_rows(plan_deformations(dcfg), store=store, progress=progress):
+            for row in deformation_rows(plan_deformations(dcfg, sources=sources), store=store, progress=progress):
                 yield _tag(row, group)
 
 

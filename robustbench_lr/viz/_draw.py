@@ -6,8 +6,8 @@ display needed); `Figure.savefig` renders them with Agg (PNG) or the PDF backend
 
 Style: every figure is at most `PAGE_WIDTH` inches wide and at most `PAGE_HEIGHT` tall (the report's text block),
 and the report places figures at their own size (never enlarged, shrunk only if too big), so the font sizes
-below are the printed sizes in points: panel titles `FONT`, tick and colour-bar labels `SMALL` (never less),
-figure titles `FONT` + 1.5.
+below are the printed sizes in points: panel titles, axis and colour-bar labels `FONT`; tick labels, legends,
+annotations and the offset axes of small k x k heatmaps `SMALL` (never less); figure titles `TITLE`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
     """(rows, cols) of a near-square grid for n panels with at most `max_cols` columns."""
     cols = max(1, min(max_cols, math.ceil(math.sqrt(n))))
     return math.ceil(n / cols), cols
+
+
+def row_grid(n: int, max_cols: int) -> tuple[int, int]:
+    """(rows, cols) for n panels in as few rows as `max_cols` columns allow, the columns then balanced (9 panels,
+    5 columns: 2 x 5); page-wide figures of small panels stay short, so two fit on a report page."""
+    rows = math.ceil(n / max(1, min(max_cols, n)))
+    return rows, math.ceil(n / rows)
 
 
 def to_numpy_image(x: Tensor) -> tuple[np.ndarray, str | None]:

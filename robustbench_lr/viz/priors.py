@@ -87,7 +87,7 @@ def plot_geometry_priors(model: nn.Module, layer: str | None = None, *, logits: 
     g = maps.shape[0]
     inside, where = prior_coverage(model, name)
     shown = maps[:, inside] if inside is not None and inside.any() else maps.reshape(g, -1)
-    rows, cols = D.grid_shape(g, 8)
+    rows, cols = D.row_grid(g, 4) if g <= 16 else D.grid_shape(g, 8)  # 8 groups: 2 x 4, half a page
     fig = D.new_figure(*D.fit_page(max(4.0, 1.45 * cols + 1.3), 1.6 * rows + 1.1))
     gs = fig.add_gridspec(rows, cols)
     vmin, vmax = (float(shown.min()), float(shown.max())) if logits else (0.0, float(shown.max()))
@@ -117,8 +117,9 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 
 def _colorbar(fig: Figure, im, ax, label: str) -> None:
+    """A narrow colour bar for one small heatmap; label at D.FONT and ticks at D.SMALL, as `_draw.add_colorbar`."""
     cb = fig.colorbar(im, ax=ax, shrink=0.9, aspect=10, pad=0.03)
-    cb.set_label(label, fontsize=D.SMALL, labelpad=1)
+    cb.set_label(label, fontsize=D.FONT, labelpad=1)
     cb.ax.tick_params(labelsize=D.SMALL)
     cb.formatter.set_powerlimits((-2, 3))
     cb.ax.yaxis.get_offset_text().set_fontsize(D.SMALL)

@@ -136,8 +136,9 @@ def plot_weights_overlay(model: nn.Module, image: Tensor, layer: str | None = No
     if ax is not None and len(panels) == 1:
         _overlay(ax, x[0], geom, pixel, panels[0][1], norm, cmap, alpha, panels[0][0])
         return ax.figure
-    rows, cols = D.grid_shape(len(panels), 4)
-    fig = D.new_figure(*D.fit_page(max(5.0, 2.6 * cols + 0.8), 2.6 * rows + 0.9))
+    rows, cols = D.row_grid(len(panels), 5)  # mean + 8 groups: 2 x 5, under half a page
+    side = min(2.6, (D.PAGE_WIDTH - 0.8) / cols)  # in: one panel, as wide as the page allows
+    fig = D.new_figure(*D.fit_page(max(5.0, side * cols + 0.8), (side + 0.1) * rows + 0.9))
     gs = fig.add_gridspec(rows, cols)
     axes = []
     for i, (title, wi) in enumerate(panels):
