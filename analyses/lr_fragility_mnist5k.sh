@@ -20,6 +20,9 @@
 # Regenerates reports/lr_fragility/ (about an hour on 2 CPU cores):
 #   bash analyses/lr_fragility_mnist5k.sh
 set -euo pipefail
+# One torch / OpenMP thread per process: results are bit-identical only at the same thread count (README, "What
+# reproduces"), and two analyses can then share a 2-core machine. The committed report was made this way.
+export OMP_NUM_THREADS=1
 OUT=${OUT:-runs/analyses/lr_fragility}
 EPOCHS=${EPOCHS:-10}
 N=${N:-500}

@@ -4,7 +4,7 @@
 
 Reads OUT/checkpoints/<model>_<method>_s<seed>/model.json (training history) and the run directories
 OUT/{attacks_low,attacks_std,attacks_aa,deform}; writes into REPORT:
-- summary.csv: per model and measurement, the accuracy with its counts (n_correct / n_total) and Wilson interval;
+- summary.csv: per model and measurement, the accuracy with its counts (n_correct / n_total) and 95% Clopper-Pearson interval;
 - summary.md: the per-model table, the family means over seeds with their range, the paired McNemar tests of
   lrnet_tiny against resnet_tiny (same method, same seed, same examples), and the AutoAttack subset against the
   full AutoAttack where both ran;
@@ -24,8 +24,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from robustbench_lr.results import collect, load_runs, write_figures, write_run
+from robustbench_lr.results.stats import clopper_pearson
 
-RUNS = ("attacks_low", "attacks_std", "attacks_aa", "deform")
+RUNS = ("attacks", "attacks_aa", "deform")
 SUBSET = "autoattack[apgd-ce+apgd-t]"
 
 
@@ -51,6 +52,29 @@ def measurements(root: Path) -> pd.DataFrame:
     cols = ["model", "family_name", "method", "seed", "measurement", "n_correct", "n_total", "accuracy", "ci_low",
             "ci_high"]
     return r[cols].reset_index(drop=True)
+
+
+def overall_worst_case(root: Path, eps: float = 0.3) -> pd.DataFrame:
+    """Per model evaluated in both attack runs: accuracy under the per-example worst case over every attack of
+    both (PGD-50, targeted PGD-50, the APGD pair and the full official AutoAttack), from the runs' outcomes on
+    the same examples (dataset_index)."""
+    runs = [root / r for r in ("attacks", "attacks_aa") if (root / r / "outcomes.csv").is_file()]
+    if len(runs) < 2:
+        return pd.DataFrame()
+    o = load_runs(runs).outcomes
+    o = o[~o["attack"].isin(["clean", "worst-case"])]
+    both = o.groupby("model")["attack"].nunique()
+    o = o[o["model"].isin(both[both > 1].index)]
+    per = o.groupby(["model", "dataset_index"]).agg(clean=("clean_correct", "all"), min_eps=("min_eps", "min"))
+    per["robust"] = per["clean"] & (per["min_eps"] > eps)
+    g = per.groupby("model")["robust"].agg(n_correct="sum", n_total="size").reset_index()
+    g["accuracy"] = g["n_correct"] / g["n_total"]
+    lo_hi = [clopper_pearson(int(k), int(n)) for k, n in zip(g["n_correct"], g["n_total"])]
+    g["ci_low"], g["ci_high"] = [a for a, _ in lo_hi], [b for _, b in lo_hi]
+    g["measurement"] = f"worst-case-all {eps:g}"
+    parts = [parse_label(m) for m in g["model"]]
+    g["family_name"], g["method"], g["seed"] = zip(*parts)
+    return g
 
 
 def training_history(root: Path) -> pd.DataFrame:
@@ -118,9 +142,11 @@ def _pct(a: float) -> str:
 
 
 def write_markdown(report: Path, meas: pd.DataFrame, hist: pd.DataFrame, paired: pd.DataFrame) -> str:
-    order = [m for m in ["clean", "pgd 0.1", "pgd 0.2", "pgd 0.3", "pgd-random-target 0.1", "pgd-random-target 0.2",
-                         "pgd-random-target 0.3", f"{SUBSET} 0.3", "autoattack 0.3", "worst-case 0.3", "rotate 15",
-                         "rotate 30", "worst-of-k 30"] if m in set(meas["measurement"])]
+    eps = ("0.1", "0.2", "0.3")
+    order = [m for m in ["clean", *[f"pgd {e}" for e in eps], *[f"pgd-random-target {e}" for e in eps],
+                         *[f"{SUBSET} {e}" for e in eps], "autoattack 0.3", *[f"worst-case {e}" for e in eps],
+                         "worst-case-all 0.3", "rotate 15", "rotate 30", "worst-of-k 30"]
+             if m in set(meas["measurement"])]
     wide = meas.pivot(index="model", columns="measurement", values="accuracy")[order].map(_pct)
     best = hist.loc[hist.groupby("model")["robust_check"].idxmax(), ["model", "epoch"]].set_index("model")["epoch"]
     secs = hist.groupby("model")["seconds"].sum().round(0).astype(int)
@@ -133,11 +159,13 @@ def write_markdown(report: Path, meas: pd.DataFrame, hist: pd.DataFrame, paired:
     mean_wide = mean_wide.pivot(index=["family_name", "method"], columns="measurement", values="cell")[order]
     text = ["# Robust training on mnist5k: per-model results",
             "", "Accuracy (%) on the same N held-out digits (n in summary.csv). `train s`: training wall time "
-            "at 1 thread (another job on the second core). Columns: clean; untargeted PGD-50; targeted PGD-50 "
-            f"(random wrong class); `{SUBSET}`: the official AutoAttack's APGD-CE and APGD-T only (pyautoattack); "
-            "`autoattack`: the full official standard AutoAttack (seed-0 models only); `worst-case 0.3`: per "
-            "example over PGD-50, targeted PGD-50 and the APGD pair; rotations: worst over 3 random draws at "
-            "that angle bound; `worst-of-k 30`: Engstrom's worst of 10 draws in +-30 degrees x +-3 px.", "",
+            "on a shared 2-core machine (other jobs ran beside it; not a benchmark, see reports/benchmarks.md). "
+            "Columns: clean; untargeted PGD-50; targeted PGD-50 (random wrong class); "
+            f"`{SUBSET}`: the official AutoAttack's APGD-CE and APGD-T only (pyautoattack); `autoattack`: the "
+            "full official standard AutoAttack (seed-0 resnet_tiny and lrnet_tiny only); `worst-case`: per "
+            "example over PGD-50, targeted PGD-50 and the APGD pair; `worst-case-all 0.3`: per example over those "
+            "and the full AutoAttack; rotations: worst over 3 random draws at that angle bound; `worst-of-k 30`: "
+            "Engstrom's worst of 10 draws in +-30 degrees x +-3 px.", "",
             wide.reset_index().to_markdown(index=False), "",
             "## Means over training seeds [min, max]", "", mean_wide.reset_index().to_markdown(index=False), ""]
     if not paired.empty:
@@ -157,6 +185,9 @@ def main() -> None:
     root, report = Path(args.out), Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
     meas, hist, paired = measurements(root), training_history(root), paired_lr_vs_resnet(root)
+    worst = overall_worst_case(root)
+    if not worst.empty:
+        meas = pd.concat([meas, worst[meas.columns]], ignore_index=True)
     meas.to_csv(report / "summary.csv", index=False)
     paired.to_csv(report / "paired_lr_vs_resnet.csv", index=False)
     hist.to_csv(report / "training_history.csv", index=False)

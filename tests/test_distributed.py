@@ -28,7 +28,8 @@ def _pair(tmp_path, name: str, args: list[str]) -> tuple[dict, dict]:
                            capture_output=True, text=True, env=_env(), timeout=600)
     assert multi.returncode == 0, multi.stderr[-2000:]
     # rank 0 alone wrote the output: the two finished files, no leftovers
-    assert sorted(p.name for p in two.iterdir()) == ["model.json", "model.safetensors"]
+    expected = ["model.json", "model.safetensors"] + (["best.safetensors"] if "--adversarial" in args else [])
+    assert sorted(p.name for p in two.iterdir()) == sorted(expected)
     return read_meta(one), read_meta(two)
 
 
@@ -55,3 +56,20 @@ def test_torchrun_accuracy_matches_single_process(tmp_path):
     assert acc1 > 0.25, acc1  # a run that learned something (chance is 0.10)
     assert abs(acc1 - acc2) <= 0.02, (acc1, acc2)
     assert load_model(tmp_path / "long2").num_classes == 10
+
+
+@pytest.mark.slow
+def test_torchrun_adversarial_training_equals_single_process(tmp_path):
+    """PGD-AT under torchrun: each rank crafts the adversarial examples of its own shard, with the random start of
+    each example seeded by its dataset index, so 2 processes craft what 1 process crafts and train to the same
+    weights (up to float summation order), and the per-epoch robust check (summed over ranks) agrees."""
+    adv = ["--adversarial", "pgd", "--eps", "0.1", "--attack-steps", "2", "--robust-eval-n", "32"]
+    one, two = _pair(tmp_path, "adv", [*BASE, "--width", "0.25", "--epochs", "1", "--train-limit", "128", *adv])
+    assert one["training"]["adversarial"]["method"] == two["training"]["adversarial"]["method"] == "pgd"
+    h1, h2 = one["metrics"]["history"][0], two["metrics"]["history"][0]
+    assert h1["check_n"] == h2["check_n"] == 32
+    assert abs(h1["robust_accuracy"] - h2["robust_accuracy"]) <= 1 / 32, (h1, h2)
+    m1, m2 = load_model(tmp_path / "adv1"), load_model(tmp_path / "adv2")
+    for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        if p1.is_floating_point():
+            assert torch.allclose(p1, p2, rtol=1e-4, atol=1e-5), name

@@ -235,3 +235,15 @@ def test_progress_off_a_terminal_is_one_line_per_epoch(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("epoch ")]
     assert len(lines) == 2 and all("6/6 batch" in ln for ln in lines), res.stderr
     assert "\r" not in res.stderr
+
+
+@pytest.mark.parametrize("argv", [["demo", "--eps", "0.1"], ["train", "--model", "resnet_tiny", "--out", "x", "--ep", "2"],
+                                  ["sweep", "kernel-size", "--model", "lrnet_tiny", "--eps-warm", "1", "--out", "x"]])
+def test_abbreviated_options_are_refused_not_guessed(argv, tmp_path, capsys, no_work, monkeypatch):
+    """argparse would take `demo --eps` for `--eps-warmup-epochs`: every command refuses abbreviations instead."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
