@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from robustbench_lr.results import collect, load_runs, write_figures, write_run
 from robustbench_lr.results.stats import clopper_pearson
 
-RUNS = ("attacks", "attacks_aa", "deform")
+RUNS = ("attacks", "attacks_apgd", "attacks_aa", "deform")
+ATTACK_RUNS = ("attacks", "attacks_apgd", "attacks_aa")
 SUBSET = "autoattack[apgd-ce+apgd-t]"
 
 
@@ -54,24 +55,29 @@ def measurements(root: Path) -> pd.DataFrame:
     return r[cols].reset_index(drop=True)
 
 
-def overall_worst_case(root: Path, eps: float = 0.3) -> pd.DataFrame:
-    """Per model evaluated in both attack runs: accuracy under the per-example worst case over every attack of
-    both (PGD-50, targeted PGD-50, the APGD pair and the full official AutoAttack), from the runs' outcomes on
-    the same examples (dataset_index)."""
-    runs = [root / r for r in ("attacks", "attacks_aa") if (root / r / "outcomes.csv").is_file()]
-    if len(runs) < 2:
+def overall_worst_case(root: Path, eps_list: tuple[float, ...] = (0.1, 0.2, 0.3)) -> pd.DataFrame:
+    """Per model and eps: accuracy under the per-example worst case over every attack of every attack run
+    (PGD-50, targeted PGD-50, the APGD pair and, where it ran, the full official AutoAttack), from the runs'
+    outcomes on the same examples (dataset_index). An attack that did not run at an eps does not count there."""
+    runs = [root / r for r in ATTACK_RUNS if (root / r / "outcomes.csv").is_file()]
+    if not runs:
         return pd.DataFrame()
+    res = load_runs(runs).results
     o = load_runs(runs).outcomes
     o = o[~o["attack"].isin(["clean", "worst-case"])]
-    both = o.groupby("model")["attack"].nunique()
-    o = o[o["model"].isin(both[both > 1].index)]
-    per = o.groupby(["model", "dataset_index"]).agg(clean=("clean_correct", "all"), min_eps=("min_eps", "min"))
-    per["robust"] = per["clean"] & (per["min_eps"] > eps)
-    g = per.groupby("model")["robust"].agg(n_correct="sum", n_total="size").reset_index()
+    rows = []
+    for eps in eps_list:
+        ran = res[np.isclose(res["param_value"], eps) & (res["family"] == "linf")][["model", "attack"]].drop_duplicates()
+        oe = o.merge(ran, on=["model", "attack"])
+        per = oe.groupby(["model", "dataset_index"]).agg(clean=("clean_correct", "all"), min_eps=("min_eps", "min"))
+        per["robust"] = per["clean"] & (per["min_eps"] > eps)
+        g = per.groupby("model")["robust"].agg(n_correct="sum", n_total="size").reset_index()
+        g["measurement"] = f"worst-case-all {eps:g}"
+        rows.append(g)
+    g = pd.concat(rows, ignore_index=True)
     g["accuracy"] = g["n_correct"] / g["n_total"]
     lo_hi = [clopper_pearson(int(k), int(n)) for k, n in zip(g["n_correct"], g["n_total"])]
     g["ci_low"], g["ci_high"] = [a for a, _ in lo_hi], [b for _, b in lo_hi]
-    g["measurement"] = f"worst-case-all {eps:g}"
     parts = [parse_label(m) for m in g["model"]]
     g["family_name"], g["method"], g["seed"] = zip(*parts)
     return g
@@ -145,7 +151,7 @@ def write_markdown(report: Path, meas: pd.DataFrame, hist: pd.DataFrame, paired:
     eps = ("0.1", "0.2", "0.3")
     order = [m for m in ["clean", *[f"pgd {e}" for e in eps], *[f"pgd-random-target {e}" for e in eps],
                          *[f"{SUBSET} {e}" for e in eps], "autoattack 0.3", *[f"worst-case {e}" for e in eps],
-                         "worst-case-all 0.3", "rotate 15", "rotate 30", "worst-of-k 30"]
+                         *[f"worst-case-all {e}" for e in eps], "rotate 15", "rotate 30", "worst-of-k 30"]
              if m in set(meas["measurement"])]
     wide = meas.pivot(index="model", columns="measurement", values="accuracy")[order].map(_pct)
     best = hist.loc[hist.groupby("model")["robust_check"].idxmax(), ["model", "epoch"]].set_index("model")["epoch"]
@@ -163,8 +169,9 @@ def write_markdown(report: Path, meas: pd.DataFrame, hist: pd.DataFrame, paired:
             "Columns: clean; untargeted PGD-50; targeted PGD-50 (random wrong class); "
             f"`{SUBSET}`: the official AutoAttack's APGD-CE and APGD-T only (pyautoattack); `autoattack`: the "
             "full official standard AutoAttack (seed-0 resnet_tiny and lrnet_tiny only); `worst-case`: per "
-            "example over PGD-50, targeted PGD-50 and the APGD pair; `worst-case-all 0.3`: per example over those "
-            "and the full AutoAttack; rotations: worst over 3 random draws at that angle bound; `worst-of-k 30`: "
+            "example over PGD-50 and targeted PGD-50; "
+            "`worst-case-all`: per example over every attack that ran at that eps, the full AutoAttack included; "
+            "rotations: worst over 3 random draws at that angle bound; `worst-of-k 30`: "
             "Engstrom's worst of 10 draws in +-30 degrees x +-3 px.", "",
             wide.reset_index().to_markdown(index=False), "",
             "## Means over training seeds [min, max]", "", mean_wide.reset_index().to_markdown(index=False), ""]
