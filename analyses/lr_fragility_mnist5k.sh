@@ -53,7 +53,7 @@ python analyses/lr_fragility_figures.py "$OUT" --n "$N"
 robustbench-lr report "$OUT"/s0/pgd_all "$OUT"/s0/pgd_background "$OUT"/s0/pgd_foreground "$OUT"/s0/offset \
     "$OUT"/s1/pgd_all "$OUT"/s1/pgd_background "$OUT"/s1/pgd_foreground "$OUT"/s1/offset "$OUT"/gradients \
     -o "$OUT/report.pdf"
-rm -rf reports/lr_fragility && mkdir -p reports/lr_fragility
+mkdir -p reports/lr_fragility && rm -rf reports/lr_fragility/report_tables  # README.md (the findings) is kept
 cp "$OUT"/report.pdf "$OUT"/summary.csv "$OUT"/summary.md reports/lr_fragility/
 cp -r "$OUT"/report_tables reports/lr_fragility/
 

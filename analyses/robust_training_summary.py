@@ -3,7 +3,7 @@
     python analyses/robust_training_summary.py runs/analyses/robust_training reports/robust_training
 
 Reads OUT/checkpoints/<model>_<method>_s<seed>/model.json (training history) and the run directories
-OUT/{attacks_low,attacks_std,attacks_aa,deform}; writes into REPORT:
+OUT/{attacks,attacks_apgd,attacks_apgd_low_lr,attacks_apgd_low_rn,attacks_aa,deform}; writes into REPORT:
 - summary.csv: per model and measurement, the accuracy with its counts (n_correct / n_total) and 95% Clopper-Pearson interval;
 - summary.md: the per-model table, the family means over seeds with their range, the paired McNemar tests of
   lrnet_tiny against resnet_tiny (same method, same seed, same examples), and the AutoAttack subset against the
@@ -24,10 +24,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from robustbench_lr.results import collect, load_runs, write_figures, write_run
-from robustbench_lr.results.stats import clopper_pearson
+from robustbench_lr.results.stats import clopper_pearson, mcnemar_exact
 
-RUNS = ("attacks", "attacks_apgd", "attacks_aa", "deform")
-ATTACK_RUNS = ("attacks", "attacks_apgd", "attacks_aa")
+ATTACK_RUNS = ("attacks", "attacks_apgd", "attacks_apgd_low_lr", "attacks_apgd_low_rn", "attacks_aa")
+RUNS = (*ATTACK_RUNS, "deform")
 SUBSET = "autoattack[apgd-ce+apgd-t]"
 
 
@@ -55,32 +55,61 @@ def measurements(root: Path) -> pd.DataFrame:
     return r[cols].reset_index(drop=True)
 
 
-def overall_worst_case(root: Path, eps_list: tuple[float, ...] = (0.1, 0.2, 0.3)) -> pd.DataFrame:
-    """Per model and eps: accuracy under the per-example worst case over every attack of every attack run
+def worst_all_per_example(root: Path, eps_list: tuple[float, ...] = (0.1, 0.2, 0.3)) -> pd.DataFrame:
+    """Per model, eps and example (dataset_index): robust under every attack that ran at that eps in any attack run
     (PGD-50, targeted PGD-50, the APGD pair and, where it ran, the full official AutoAttack), from the runs'
-    outcomes on the same examples (dataset_index). An attack that did not run at an eps does not count there."""
+    outcomes on the same examples."""
     runs = [root / r for r in ATTACK_RUNS if (root / r / "outcomes.csv").is_file()]
     if not runs:
         return pd.DataFrame()
-    res = load_runs(runs).results
-    o = load_runs(runs).outcomes
+    tables = load_runs(runs)
+    res, o = tables.results, tables.outcomes
     o = o[~o["attack"].isin(["clean", "worst-case"])]
-    rows = []
+    parts = []
     for eps in eps_list:
         ran = res[np.isclose(res["param_value"], eps) & (res["family"] == "linf")][["model", "attack"]].drop_duplicates()
-        oe = o.merge(ran, on=["model", "attack"])
-        per = oe.groupby(["model", "dataset_index"]).agg(clean=("clean_correct", "all"), min_eps=("min_eps", "min"))
+        per = o.merge(ran, on=["model", "attack"]).groupby(["model", "dataset_index"]).agg(
+            clean=("clean_correct", "all"), min_eps=("min_eps", "min")).reset_index()
         per["robust"] = per["clean"] & (per["min_eps"] > eps)
-        g = per.groupby("model")["robust"].agg(n_correct="sum", n_total="size").reset_index()
-        g["measurement"] = f"worst-case-all {eps:g}"
-        rows.append(g)
-    g = pd.concat(rows, ignore_index=True)
+        parts.append(per.assign(eps=eps))
+    return pd.concat(parts, ignore_index=True)
+
+
+def overall_worst_case(per: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per model and eps under the per-example worst case over every attack (worst-case-all)."""
+    if per.empty:
+        return pd.DataFrame()
+    g = per.groupby(["model", "eps"])["robust"].agg(n_correct="sum", n_total="size").reset_index()
+    g["measurement"] = [f"worst-case-all {e:g}" for e in g["eps"]]
     g["accuracy"] = g["n_correct"] / g["n_total"]
     lo_hi = [clopper_pearson(int(k), int(n)) for k, n in zip(g["n_correct"], g["n_total"])]
     g["ci_low"], g["ci_high"] = [a for a, _ in lo_hi], [b for _, b in lo_hi]
     parts = [parse_label(m) for m in g["model"]]
     g["family_name"], g["method"], g["seed"] = zip(*parts)
     return g
+
+
+def paired_worst_all(per: pd.DataFrame) -> pd.DataFrame:
+    """Exact McNemar tests of lrnet_tiny against resnet_tiny (same method, variant and seed) under worst-case-all."""
+    rows = []
+    if per.empty:
+        return pd.DataFrame()
+    models = sorted(per["model"].unique())
+    for lr in models:
+        a = parse_label(lr)
+        fam, var = _split_variant(a[0])
+        if fam != "lrnet_tiny":
+            continue
+        rn = f"resnet_tiny{'-' + var if var else ''}_{a[1]}_s{a[2]}"
+        if rn not in models:
+            continue
+        for eps, g in per[per["model"].isin([lr, rn])].groupby("eps"):
+            w = g.pivot(index="dataset_index", columns="model", values="robust").dropna().astype(bool)
+            lr_only, rn_only = int((w[lr] & ~w[rn]).sum()), int((w[rn] & ~w[lr]).sum())
+            rows.append({"method": a[1] + (f" ({var})" if var else ""), "seed": a[2], "attack": "worst-case-all",
+                         "eps": eps, "n": len(w), "lrnet_correct": int(w[lr].sum()), "resnet_correct": int(w[rn].sum()),
+                         "lr_only": lr_only, "resnet_only": rn_only, "mcnemar_p": mcnemar_exact(lr_only, rn_only)})
+    return pd.DataFrame(rows)
 
 
 def training_history(root: Path) -> pd.DataFrame:
@@ -98,7 +127,9 @@ def training_history(root: Path) -> pd.DataFrame:
 def curves_figure(hist: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(10, 4), layout="constrained")
     colours = {"resnet_tiny": "#d62728", "lrnet_tiny": "#1f77b4", "resnet_tiny_glore": "#2ca02c",
-               "resnet_tiny_cnl": "#9467bd", "resnet_tiny_mssar": "#8c564b"}
+               "resnet_tiny_cnl": "#9467bd", "resnet_tiny_mssar": "#8c564b", "lrnet_tiny-warm4": "#17becf",
+               "lrnet_tiny-lr1e-3": "#bcbd22", "lrnet_tiny-convstem": "#e377c2",
+               "resnet_tiny-warm4": "#ff7f0e"}
     for i, (key, title) in enumerate([("robust_check", "PGD-10 robust accuracy at eps 0.3 (held-out check)"),
                                       ("clean_check", "clean accuracy (same held-out check)")]):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -114,8 +145,8 @@ def curves_figure(hist: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
         if i == 1:
             ax.legend(fontsize=6, ncol=2, loc="lower right")
-    fig.suptitle("Training on mnist5k, Linf eps 0.3 (solid: PGD-AT, dashed: TRADES; eps ramp over epochs 1-2)",
-                 fontsize=10)
+    fig.suptitle("Training on mnist5k, Linf eps 0.3 (solid: PGD-AT, dashed: TRADES; "
+                 "eps ramp over epochs 1-2, -warm4: 1-4)", fontsize=10)
     return fig
 
 
@@ -123,6 +154,12 @@ def seed_means(meas: pd.DataFrame) -> pd.DataFrame:
     g = meas.groupby(["family_name", "method", "measurement"], sort=False)["accuracy"]
     out = g.agg(mean="mean", min="min", max="max", seeds="size").reset_index()
     return out
+
+
+def _split_variant(family: str) -> tuple[str, str]:
+    """'lrnet_tiny-warm4' -> ('lrnet_tiny', 'warm4'); 'lrnet_tiny' -> ('lrnet_tiny', '')."""
+    base, _, var = family.partition("-")
+    return base, var
 
 
 def paired_lr_vs_resnet(root: Path) -> pd.DataFrame:
@@ -133,9 +170,11 @@ def paired_lr_vs_resnet(root: Path) -> pd.DataFrame:
     rows = []
     for _, r in p.iterrows():
         a, b = parse_label(str(r["model_a"])), parse_label(str(r["model_b"]))
-        if {a[0], b[0]} == {"lrnet_tiny", "resnet_tiny"} and a[1:] == b[1:]:
-            lr_first = a[0] == "lrnet_tiny"
-            rows.append({"method": a[1], "seed": a[2], "attack": r["attack"], "eps": r["eps"], "n": r["n"],
+        (fa, va), (fb, vb) = _split_variant(a[0]), _split_variant(b[0])
+        if {fa, fb} == {"lrnet_tiny", "resnet_tiny"} and va == vb and a[1:] == b[1:]:
+            lr_first = fa == "lrnet_tiny"
+            rows.append({"method": a[1] + (f" ({va})" if va else ""), "seed": a[2], "attack": r["attack"],
+                         "eps": r["eps"], "n": r["n"],
                          "lrnet_correct": r["correct_a"] if lr_first else r["correct_b"],
                          "resnet_correct": r["correct_b"] if lr_first else r["correct_a"],
                          "lr_only": r["a_only"] if lr_first else r["b_only"],
@@ -167,19 +206,22 @@ def write_markdown(report: Path, meas: pd.DataFrame, hist: pd.DataFrame, paired:
             "", "Accuracy (%) on the same N held-out digits (n in summary.csv). `train s`: training wall time "
             "on a shared 2-core machine (other jobs ran beside it; not a benchmark, see reports/benchmarks.md). "
             "Columns: clean; untargeted PGD-50; targeted PGD-50 (random wrong class); "
-            f"`{SUBSET}`: the official AutoAttack's APGD-CE and APGD-T only (pyautoattack); `autoattack`: the "
-            "full official standard AutoAttack (seed-0 resnet_tiny and lrnet_tiny only); `worst-case`: per "
+            f"`{SUBSET}`: the official AutoAttack's APGD-CE and APGD-T only (pyautoattack; at 0.1 and 0.2 only "
+            "on the lrnet_tiny models and the resnet_tiny PGD-AT / TRADES models); `autoattack`: the "
+            "full official standard AutoAttack (PGD-AT and TRADES, seed 0, of resnet_tiny and lrnet_tiny only); `worst-case`: per "
             "example over PGD-50 and targeted PGD-50; "
-            "`worst-case-all`: per example over every attack that ran at that eps, the full AutoAttack included; "
-            "rotations: worst over 3 random draws at that angle bound; `worst-of-k 30`: "
+            "`worst-case-all`: per example over every attack that ran at that eps, the full AutoAttack included "
+            "(so at 0.1 and 0.2 PGD-50 only for the GloRe, CNL, MS-SAR and resnet_tiny-warm4 models); "
+            "rotate 15 / 30: rotation by exactly 15 / 30 degrees with a random sign per example, accuracy over 3 draws; "
+            "`worst-of-k 30`: "
             "Engstrom's worst of 10 draws in +-30 degrees x +-3 px.", "",
             wide.reset_index().to_markdown(index=False), "",
             "## Means over training seeds [min, max]", "", mean_wide.reset_index().to_markdown(index=False), ""]
     if not paired.empty:
-        key = paired[(paired["attack"] == "clean") | ((paired["attack"] == "worst-case") & (paired["eps"] > 0))]
+        key = paired[(paired["attack"] == "clean") | ((paired["attack"] == "worst-case-all") & (paired["eps"] > 0))]
         key = key.sort_values(["method", "seed", "attack", "eps"])
         text += ["## lrnet_tiny vs resnet_tiny, paired (same method, seed and examples; exact McNemar)", "",
-                 "Clean accuracy and the per-example worst case of each run (every attack and eps: "
+                 "Clean accuracy and the per-example worst case over every attack (worst-case-all; every attack and eps: "
                  "paired_lr_vs_resnet.csv).", "", key.to_markdown(index=False, floatfmt=".3g"), ""]
     return "\n".join(text)
 
@@ -192,9 +234,11 @@ def main() -> None:
     root, report = Path(args.out), Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
     meas, hist, paired = measurements(root), training_history(root), paired_lr_vs_resnet(root)
-    worst = overall_worst_case(root)
+    per = worst_all_per_example(root)
+    worst = overall_worst_case(per)
     if not worst.empty:
         meas = pd.concat([meas, worst[meas.columns]], ignore_index=True)
+    paired = pd.concat([paired, paired_worst_all(per)], ignore_index=True)
     meas.to_csv(report / "summary.csv", index=False)
     paired.to_csv(report / "paired_lr_vs_resnet.csv", index=False)
     hist.to_csv(report / "training_history.csv", index=False)

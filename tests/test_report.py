@@ -170,3 +170,25 @@ def test_hygiene_table_of_many_models_is_a_model_by_check_matrix():
     assert t.display.set_index("model").loc["m0", "double_steps"] == "PASS"
     few = hygiene_table(pd.DataFrame([r for r in rows if r["model"] in models[:2]]))
     assert "detail" in few.display.columns  # few models: the long table with details
+
+
+def test_paired_table_of_many_models_keeps_the_worst_case_in_the_pdf_and_every_row_in_the_csv():
+    from robustbench_lr.report.tables import MAX_PAIRED_ROWS, paired_table
+
+    def rows(n_models: int) -> pd.DataFrame:
+        models = [f"m{i}" for i in range(n_models)]
+        pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+        return pd.DataFrame([{"attack": att, "norm": "linf", "eps": e, "model_a": a, "model_b": b, "n": 100,
+                              "correct_a": 60, "correct_b": 50, "a_only": 12, "b_only": 2, "accuracy_diff": 0.1,
+                              "mcnemar_p": 0.01}
+                             for att in ("pgd", "fgsm", "worst-case") for e in (0.1, 0.2) for a, b in pairs])
+
+    big = rows(12)  # 66 pairs x 3 attacks x 2 eps = 396 rows
+    assert len(big) > MAX_PAIRED_ROWS
+    t = paired_table(big)
+    assert len(t.data) == len(big)  # the CSV keeps every attack
+    assert set(t.display["attack"]) == {"worst-case"} and len(t.display) == 132
+    assert "only those of the per-example worst case" in t.note and "396" in t.note
+    small = paired_table(rows(3))  # 18 rows: every attack in the PDF
+    assert set(small.display["attack"]) == {"pgd", "fgsm", "worst-case"} and len(small.display) == 18
+    assert "worst case over the attacks" not in small.note

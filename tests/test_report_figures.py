@@ -88,10 +88,21 @@ def test_summary_figure_is_the_worst_case_on_one_axis(results):
     x, y = ax.lines[0].get_data()
     assert list(x) == [0.0, 0.1, 0.2, 0.3]
     assert list(np.round(y, 6)) == [93.0, 30.0, 10.0, 2.5]  # the worst-case rows (0.5 x fgsm), clean at 0
-    assert "worst case of fgsm, pgd" in ax.get_legend_handles_labels()[1][0]
+    assert "solid: worst case of fgsm, pgd" in fig.get_suptitle()
+    assert ax.get_legend_handles_labels()[1][0] in set(results["model"])  # the legend names the models
     one = results[~results["attack"].isin(["fgsm", "worst-case"])]
-    labels = [a for a in F.robustness_curves(one, None, "linf").axes if a.lines][0].get_legend_handles_labels()[1]
-    assert labels[0].endswith(": pgd")  # one attack: itself, no worst case
+    assert "solid: pgd;" in F.robustness_curves(one, None, "linf").get_suptitle()  # one attack: itself
+    # two runs of the same models at the same eps (e.g. differently masked attacks): still one line per model,
+    # through the lower of the two rows
+    lower = results[results["attack"] == "worst-case"].assign(accuracy=lambda d: d["accuracy"] / 2,
+                                                              ci_low=0.0, ci_high=1.0)
+    from robustbench_lr.report.summary_curve import several_runs_at_one_eps
+
+    both = pd.concat([results, lower], ignore_index=True)
+    assert several_runs_at_one_eps(both, "linf") and not several_runs_at_one_eps(results, "linf")
+    ax2 = [a for a in F.robustness_curves(both, None, "linf").axes if a.lines][0]
+    assert len(ax2.lines) == 2
+    assert list(np.round(ax2.lines[0].get_data()[1], 6)) == [93.0, 15.0, 5.0, 1.25]
 
 
 def test_summary_figure_draws_the_full_minimal_norm_curve(results):

@@ -113,13 +113,16 @@ def _summary(c: _Context) -> list[Any]:
 
 
 def _summary_caption(c: _Context, norm: str) -> str:
-    from .summary_curve import grid_worst_case, min_norm_curves
+    from .summary_curve import grid_worst_case, min_norm_curves, several_runs_at_one_eps
 
     _, attacks = grid_worst_case(c.res, norm)
     text = (f"Robust accuracy of every model on the same test examples ({norm}); eps 0 is the clean accuracy. "
             + (f"Solid: the per-example worst case over {', '.join(attacks)} (an example counts as robust only if "
                f"every attack failed on it), at the eps of the run only. " if len(attacks) > 1 else
                f"Solid: {attacks[0]}, at the eps of the run only. "))
+    if several_runs_at_one_eps(c.res, norm):
+        text += ("Where several runs measured a model at the same eps, the curve takes the lowest of their "
+                 "accuracies (a bound from above on the per-example worst case across the runs). ")
     if min_norm_curves(c.bundle.outcomes, norm, 1.0, points=2):
         text += ("Dashed: minimal-norm attacks, accuracy at every eps from each example's smallest adversarial "
                  "perturbation. ")

@@ -2,7 +2,8 @@
 
 - Attacks run at a list of eps (FGSM, PGD, AutoAttack, ...): per model the per-example worst case over every
   attack of the run (the results' 'worst-case' rows; the attack itself when only one ran), at those eps only,
-  drawn as markers joined by straight lines (nothing is known between two eps of the list);
+  drawn as markers joined by straight lines (nothing is known between two eps of the list); where several
+  runs measured one model at one eps, the lowest of their rows;
 - minimal-norm attacks (FMN, DDN, ALMA; outcomes with a `min_norm` column): per model the full curve on a fine
   eps grid, accuracy(eps) = the fraction of examples with min_norm > eps (clean-wrong examples have min_norm 0),
   with a Clopper-Pearson band at every grid point, drawn dashed. With several minimal-norm attacks an
@@ -64,12 +65,23 @@ def grid_worst_case(results: pd.DataFrame, norm: str) -> tuple[pd.DataFrame, lis
     if pick is None:
         return pd.DataFrame(), []
     rows = r[(r["attack"] == pick) & (r["eps"] > 0)]
+    # several runs of one model at one eps (e.g. the same models under differently masked attacks): the lowest of
+    # their rows, so that each model is one curve (see `several_runs_at_one_eps`)
+    rows = rows.sort_values("accuracy", kind="stable").drop_duplicates(["model", "eps"])
     clean = results[(results["family"] == "clean") & results["model"].isin(rows["model"])].drop_duplicates("model")
     cols = ["model", "eps", "accuracy", "ci_low", "ci_high"]
     both = pd.concat([clean.assign(eps=0.0)[cols], rows[cols]], ignore_index=True)
     order = {m: i for i, m in enumerate(dict.fromkeys(results["model"]))}  # the models in the results' order
     both = both.assign(_o=both["model"].map(order)).sort_values(["_o", "eps"], kind="stable")
     return both.drop(columns="_o"), attacks
+
+
+def several_runs_at_one_eps(results: pd.DataFrame, norm: str) -> bool:
+    """Whether some model has more than one worst-case (or single-attack) row of `norm` at one eps."""
+    r = results[(results["family"] == norm) & (results["eps"] > 0)]
+    _, attacks = grid_worst_case(results, norm)
+    pick = "worst-case" if len(attacks) > 1 and (r["attack"] == "worst-case").any() else attacks[0] if attacks else None
+    return bool(r[r["attack"] == pick].duplicated(["model", "eps"]).any()) if pick else False
 
 
 def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm: str) -> Figure | None:
@@ -88,7 +100,7 @@ def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm
     for i, m in enumerate(models):
         c = COLORS[i % len(COLORS)]
         s = worst[worst["model"] == m]
-        line(ax, s["eps"], s["accuracy"], s["ci_low"], s["ci_high"], f"{m}: {what}", c)
+        line(ax, s["eps"], s["accuracy"], s["ci_low"], s["ci_high"], m, c)
         if m in curves:
             f = curves[m]
             line(ax, f["eps"], f["accuracy"], f["ci_low"], f["ci_high"], f"{m}: minimal-norm, every eps", c,
@@ -96,10 +108,11 @@ def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm
     D.style_axis(ax, None, strength_label("eps", norm), "robust accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_xlim(0, eps_max * 1.02)
-    title = f"Robust accuracy vs eps ({norm}), every model: {what}"
+    title = f"Robust accuracy vs eps ({norm}), every model\nsolid: {what}"
     if curves:
         title += "; dashed: minimal-norm attacks at every eps"
     return finish(fig, [ax], title + "; 95% Clopper-Pearson bands")
 
 
-__all__ = ["clopper_pearson_arrays", "grid_worst_case", "min_norm_curves", "robustness_curves"]
+__all__ = ["clopper_pearson_arrays", "grid_worst_case", "min_norm_curves", "robustness_curves",
+           "several_runs_at_one_eps"]

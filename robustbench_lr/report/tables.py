@@ -346,6 +346,9 @@ def hygiene_table(hyg: pd.DataFrame) -> ReportTable | None:
                        disp.reset_index(drop=True), note, keys=1 if "detail" not in disp else 2)
 
 
+MAX_PAIRED_ROWS = 150  # paired rows the PDF lists for every attack before it keeps only the worst case
+
+
 def paired_table(paired: pd.DataFrame, alpha: float = 0.05) -> ReportTable | None:
     if paired is None or paired.empty:
         return None
@@ -355,6 +358,11 @@ def paired_table(paired: pd.DataFrame, alpha: float = 0.05) -> ReportTable | Non
     # the PDF leaves them out and says how many; the CSV keeps every pair
     same = (d["a_only"] == 0) & (d["b_only"] == 0)
     shown = d[~same] if (~same).any() else d
+    # many models make every (pair, attack, eps) too many pages: keep the per-example worst case in the PDF
+    many = len(shown) > MAX_PAIRED_ROWS and (shown["attack"] == "worst-case").any()
+    n_before = len(shown)
+    if many:
+        shown = shown[shown["attack"] == "worst-case"]
     disp = pd.DataFrame({
         "attack": shown["attack"], "eps / bound": shown["eps"].map(fmt_strength), "A": shown["model_a"],
         "B": shown["model_b"],
@@ -365,8 +373,11 @@ def paired_table(paired: pd.DataFrame, alpha: float = 0.05) -> ReportTable | Non
     })
     note = (f"Exact McNemar tests on the same examples (two-sided binomial test of the discordant pairs); "
             f"'significant' at p < {alpha} without correction for the number of tests.")
-    if len(shown) < len(d):
-        note += (f" {len(d) - len(shown)} comparison(s) with no discordant example (identical outcomes on every "
+    if n_before < len(d):
+        note += (f" {len(d) - n_before} comparison(s) with no discordant example (identical outcomes on every "
                  f"example, p = 1) are left out here; the CSV file of this table keeps every pair.")
+    if many:
+        note += (f" With {n_before} comparisons the PDF shows only those of the per-example worst case over the "
+                 f"attacks ({len(shown)}); the CSV file of this table has every attack.")
     return ReportTable("paired", "Paired comparisons between models", d.reset_index(drop=True),
                        disp.reset_index(drop=True), note)
