@@ -14,6 +14,8 @@ eps 0 is the clean accuracy. Status: working; tested on synthetic outcomes (test
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -108,10 +110,11 @@ def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm
     D.style_axis(ax, None, strength_label("eps", norm), "robust accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_xlim(0, eps_max * 1.02)
-    title = f"Robust accuracy vs eps ({norm}), every model\nsolid: {what}"
+    detail = f"solid: {what}"
     if curves:
-        title += "; dashed: minimal-norm attacks at every eps"
-    return finish(fig, [ax], title + "; 95% Clopper-Pearson bands")
+        detail += "; dashed: minimal-norm attacks at every eps"
+    detail = textwrap.fill(detail + "; 95% Clopper-Pearson bands", 80)  # a long attack list wraps, not clips
+    return finish(fig, [ax], f"Robust accuracy vs eps ({norm}), every model\n{detail}")
 
 
 __all__ = ["clopper_pearson_arrays", "grid_worst_case", "min_norm_curves", "robustness_curves",
