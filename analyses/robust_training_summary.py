@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from robustbench_lr.results import collect, load_runs, write_figures, write_run
-from robustbench_lr.results.stats import clopper_pearson, mcnemar_exact
+from robustbench_lr.results.stats import clopper_pearson, paired_comparisons
 
 ATTACK_RUNS = ("attacks", "attacks_apgd", "attacks_apgd_low_lr", "attacks_apgd_low_rn", "attacks_aa")
 RUNS = (*ATTACK_RUNS, "deform")
@@ -105,10 +105,10 @@ def paired_worst_all(per: pd.DataFrame) -> pd.DataFrame:
             continue
         for eps, g in per[per["model"].isin([lr, rn])].groupby("eps"):
             w = g.pivot(index="dataset_index", columns="model", values="robust").dropna().astype(bool)
-            lr_only, rn_only = int((w[lr] & ~w[rn]).sum()), int((w[rn] & ~w[lr]).sum())
+            t = paired_comparisons({lr: w[lr].to_numpy(), rn: w[rn].to_numpy()}).iloc[0]
             rows.append({"method": a[1] + (f" ({var})" if var else ""), "seed": a[2], "attack": "worst-case-all",
-                         "eps": eps, "n": len(w), "lrnet_correct": int(w[lr].sum()), "resnet_correct": int(w[rn].sum()),
-                         "lr_only": lr_only, "resnet_only": rn_only, "mcnemar_p": mcnemar_exact(lr_only, rn_only)})
+                         "eps": eps, "n": t["n"], "lrnet_correct": t["correct_a"], "resnet_correct": t["correct_b"],
+                         "lr_only": t["a_only"], "resnet_only": t["b_only"], "mcnemar_p": t["mcnemar_p"]})
     return pd.DataFrame(rows)
 
 

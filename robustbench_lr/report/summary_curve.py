@@ -58,15 +58,23 @@ def min_norm_curves(outcomes: pd.DataFrame, norm: str, eps_max: float, points: i
     return out
 
 
-def grid_worst_case(results: pd.DataFrame, norm: str) -> tuple[pd.DataFrame, list[str]]:
-    """Rows (model, eps, accuracy, ci_low, ci_high) of the worst case over the attacks of `norm` at their eps
-    (the clean row at eps 0), and the names of those attacks."""
+def _picked_rows(results: pd.DataFrame, norm: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of `norm` at eps > 0 the summary draws (the worst case over the attacks, or the single attack),
+    every run's row kept, and the names of those attacks."""
     r = results[results["family"] == norm]
     attacks = [a for a in dict.fromkeys(r["attack"]) if a != "worst-case"]
     pick = "worst-case" if len(attacks) > 1 and (r["attack"] == "worst-case").any() else attacks[0] if attacks else None
     if pick is None:
+        return r.iloc[:0], []
+    return r[(r["attack"] == pick) & (r["eps"] > 0)], attacks
+
+
+def grid_worst_case(results: pd.DataFrame, norm: str) -> tuple[pd.DataFrame, list[str]]:
+    """Rows (model, eps, accuracy, ci_low, ci_high) of the worst case over the attacks of `norm` at their eps
+    (the clean row at eps 0), and the names of those attacks."""
+    rows, attacks = _picked_rows(results, norm)
+    if not attacks:
         return pd.DataFrame(), []
-    rows = r[(r["attack"] == pick) & (r["eps"] > 0)]
     # several runs of one model at one eps (e.g. the same models under differently masked attacks): the lowest of
     # their rows, so that each model is one curve (see `several_runs_at_one_eps`)
     rows = rows.sort_values("accuracy", kind="stable").drop_duplicates(["model", "eps"])
@@ -80,10 +88,8 @@ def grid_worst_case(results: pd.DataFrame, norm: str) -> tuple[pd.DataFrame, lis
 
 def several_runs_at_one_eps(results: pd.DataFrame, norm: str) -> bool:
     """Whether some model has more than one worst-case (or single-attack) row of `norm` at one eps."""
-    r = results[(results["family"] == norm) & (results["eps"] > 0)]
-    _, attacks = grid_worst_case(results, norm)
-    pick = "worst-case" if len(attacks) > 1 and (r["attack"] == "worst-case").any() else attacks[0] if attacks else None
-    return bool(r[r["attack"] == pick].duplicated(["model", "eps"]).any()) if pick else False
+    rows, _ = _picked_rows(results, norm)
+    return bool(rows.duplicated(["model", "eps"]).any())
 
 
 def robustness_curves(results: pd.DataFrame, outcomes: pd.DataFrame | None, norm: str) -> Figure | None:
