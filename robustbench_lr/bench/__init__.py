@@ -11,4 +11,5 @@ BENCHES: dict[str, str] = {
     "attack": "robustbench_lr.bench.attack",
     "profile": "robustbench_lr.bench.profile",
     "minnorm": "robustbench_lr.bench.minnorm",
+    "train": "robustbench_lr.bench.train",
 }
