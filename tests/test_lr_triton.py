@@ -243,12 +243,14 @@ def _compile_offline(fn, dt: str, consts: dict, num_warps: int, arch: int = 90) 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from robustbench_lr.layers import lr_triton as lt
+
     lse_t = "*fp64" if dt == "fp64" else "*fp32"
     ptr = {"lse_ptr": lse_t, "d_ptr": lse_t, "dgeo_part_ptr": lse_t}
     sig = {a: "constexpr" if a in consts else (ptr.get(a, f"*{dt}") if a.endswith("_ptr") else "i32")
            for a in fn.arg_names}
     kernel = triton.compile(ASTSource(fn, sig, constexprs=consts), target=GPUTarget("cuda", arch, 32),
-                            options=dict(num_warps=num_warps))
+                            options=dict(num_warps=num_warps, enable_fp_fusion=lt.FP_FUSION))
     usage = {}
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if cuobjdump.is_file() or shutil.which("cuobjdump"):

@@ -55,6 +55,9 @@ if HAS_TRITON:  # module globals, so tests can wrap them (lr_triton._lr_fwd_kern
     from .lr_triton_kernels import _lr_bwd_in_kernel, _lr_bwd_out_kernel, _lr_fwd_kernel
 
 _APPEARANCE = {None: 0, "sqdiff": 1, "absdiff": 2, "dot": 3}
+# Fused multiply-add contraction, pinned at every launch: Triton 3.9 warns that its default (on) becomes off in
+# 3.10, which would change the kernels' last bits silently. "On" is what the offline sm_90 compile checks.
+FP_FUSION = True
 _FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 MAX_GROUP_WIDTH = 128
 _TILE_OVERRIDE: tuple[int, int] | None = None  # (BH, BW) powers of two; tests force small multi-tile grids
@@ -125,7 +128,8 @@ class _LocalRelationTriton(torch.autograd.Function):
                 x, q if app else dummy, key if app else dummy, geo if geo is not None else dummy, out, lse,
                 g, h, w, ho, wo, tw, tiles,
                 M=m, MP=mp, KS=k, STRIDE=stride, APP=app, HAS_GEO=geo is not None, MASK=border == "mask",
-                BH=bh, BW=bw, ACC=_acc_dtype(x), UNROLL=_unroll(k), num_warps=_num_warps(bh * bw, mp))
+                BH=bh, BW=bw, ACC=_acc_dtype(x), UNROLL=_unroll(k), num_warps=_num_warps(bh * bw, mp),
+                enable_fp_fusion=FP_FUSION)
         ctx.save_for_backward(x, q, key, geo, out, lse)
         ctx.cfg = (k, stride, app, border == "mask", g)
         return out
@@ -165,7 +169,7 @@ class _LocalRelationTriton(torch.autograd.Function):
                 g, h, w, ho, wo, tw, tiles,
                 M=m, MP=mp, KS=k, STRIDE=stride, APP=app, HAS_GEO=geo is not None, MASK=mask, BH=bh, BW=bw,
                 ACC=acc, UNROLL=_unroll(k), NEED_DQ=need_q, NEED_DGEO=need_geo, STORE_D=need_key,
-                num_warps=_num_warps(bh * bw, mp))
+                num_warps=_num_warps(bh * bw, mp), enable_fp_fusion=FP_FUSION)
             if need_geo:
                 dgeo = part.view(n, g, -1, k * k).sum(dim=(0, 2)).to(geo.dtype)
         if need_x or need_key:
@@ -178,7 +182,8 @@ class _LocalRelationTriton(torch.autograd.Function):
                 dsum if need_key else dummy, dx if need_x else dummy, dkey if need_key else dummy,
                 g, h, w, ho, wo, tw, tiles,
                 M=m, MP=mp, KS=k, STRIDE=stride, APP=app, HAS_GEO=geo is not None, BH=bh, BW=bw, ACC=acc,
-                UNROLL=_unroll(k), NEED_DX=bool(need_x), NEED_DK=need_key, num_warps=_num_warps(bh * bw, mp))
+                UNROLL=_unroll(k), NEED_DX=bool(need_x), NEED_DK=need_key, num_warps=_num_warps(bh * bw, mp),
+                enable_fp_fusion=FP_FUSION)
         return dx, dq, dkey, dgeo, None, None, None, None, None
 
 
