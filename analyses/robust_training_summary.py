@@ -91,9 +91,9 @@ def overall_worst_case(per: pd.DataFrame) -> pd.DataFrame:
 
 def paired_worst_all(per: pd.DataFrame) -> pd.DataFrame:
     """Exact McNemar tests of lrnet_tiny against resnet_tiny (same method, variant and seed) under worst-case-all."""
-    rows = []
     if per.empty:
         return pd.DataFrame()
+    rows = []
     models = sorted(per["model"].unique())
     for lr in models:
         a = parse_label(lr)

@@ -40,7 +40,7 @@ from ..attacks.registry import AttackSpec, run_minimal_norm
 from ..results.stats import clopper_pearson, mcnemar_exact
 from ..runners.common import ModelSource, checkpoint_sources, load_eval_set
 from ..runners.eps_sweep import run_sweep
-from ._timing import environment
+from ._timing import _sync, environment
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ class Comparison:
 
     curve: pd.DataFrame
     cost: dict[str, float | int | str]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _warm_up(model: nn.Module, x: Tensor, device: torch.device) -> None:

@@ -31,14 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._timing import environment, peak_memory
+from ._timing import _sync, environment, peak_memory
 
 CPU_MEMORY_MAX_PIXELS = 128 * 128  # above this input size the CPU memory profile of a step is skipped
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> Callable[[], float]:
@@ -94,7 +89,7 @@ def run(pair: tuple[str, str], width: float, size: int | None, batch: int, round
         for name in pair:
             _sync(device)
             t0 = time.perf_counter()
-            steps[name]()  # float(loss) synchronises on CUDA too
+            steps[name]()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     load1 = os.getloadavg()[0]
