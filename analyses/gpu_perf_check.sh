@@ -39,7 +39,7 @@ step() {  # step NAME SECONDS CMD...: run CMD under a time limit, report its sta
 echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  device: $DEVICE  smoke: $SMOKE"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-$PY -m pip show triton 2>/dev/null | grep -m1 '^Version' | sed 's/^/triton /' || echo "triton: not installed"
+$PY -c "import importlib.metadata as m; print('triton', m.version('triton'))" 2>/dev/null || echo "triton: not installed"
 
 if [ "$SMOKE" = 1 ]; then
     LAYER=(--kernel-sizes 3 --shape 2,16,8,8 --rounds 2 --calls 1); ROOF=(--kernel-sizes 3 --shape 4,16,8,8 --rounds 2 --calls 1)
