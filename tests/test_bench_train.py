@@ -56,6 +56,18 @@ def test_main_writes_a_csv_pandas_reads(tmp_path, capsys):
     (["--size", "4"], "--size"),
 ])
 def test_bad_arguments_exit_2_before_building(argv, message, capsys, monkeypatch):
+    _refused_before_running(argv, message, capsys, monkeypatch)
+
+
+def test_unwritable_csv_is_refused_before_timing(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _refused_before_running(["--csv", str(blocker / "out.csv")], "--csv", capsys, monkeypatch)
+    _refused_before_running(["--csv", str(tmp_path / "out.txt")], ".csv", capsys, monkeypatch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def _refused_before_running(argv, message, capsys, monkeypatch):
     monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("ran despite a bad argument"))
     with pytest.raises(SystemExit) as exc:
         train.main(argv)

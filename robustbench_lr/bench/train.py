@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from ..errors import UserError, suggest
     from ..models import list_models
+    from ..results import check_out_file
     from ..utils import resolve_device
 
     pair = tuple(p.strip() for p in args.pair.split(",") if p.strip())
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
+        if args.csv:  # refused before the timing, not after it
+            check_out_file(args.csv, (".csv",), option="--csv")
     except UserError as exc:
         ap.error(str(exc))
     env = environment(device)
